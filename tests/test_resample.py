@@ -1,0 +1,179 @@
+"""speakergender.resample: tones with known answers, and scipy.signal.resample_poly on speech."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+import tensorflow as tf
+
+from speakergender import resample as resample_module
+from speakergender.resample import resample
+
+INPUT_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32),
+                              tf.TensorSpec([], tf.int32)])
+def resample_graph(waveform, input_rate, output_rate):
+    return resample(waveform, input_rate, output_rate)
+
+
+def _run(waveform: np.ndarray, input_rate: int, output_rate: int) -> np.ndarray:
+    return resample_graph(tf.constant(waveform, tf.float32), input_rate, output_rate).numpy()
+
+
+def _tones(freqs: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    """Sum of unit-amplitude sines with random phases; float64 [<# samples>]."""
+    t = np.arange(int(rate * seconds)) / rate
+    phases = np.random.default_rng(0).uniform(0, 2 * np.pi, len(freqs))
+    return np.sin(2 * np.pi * freqs[:, np.newaxis] * t + phases[:, np.newaxis]).sum(axis=0)
+
+
+def _amplitudes(y: np.ndarray, freqs: np.ndarray, rate: int) -> np.ndarray:
+    """Amplitude of each tone, by least squares over the middle half (away from edge effects)."""
+    middle = np.arange(len(y) // 4, 3 * len(y) // 4)
+    angles = 2 * np.pi * freqs[np.newaxis, :] * middle[:, np.newaxis] / rate
+    basis = np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+    coefficients, *_ = np.linalg.lstsq(basis, y[middle], rcond=None)
+    return np.hypot(coefficients[:len(freqs)], coefficients[len(freqs):])
+
+
+def _middle_rms(y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(y[len(y) // 4:3 * len(y) // 4] ** 2)))
+
+
+@pytest.mark.parametrize("input_rate, output_rate", [
+    (rate, 16000) for rate in INPUT_RATES if rate != 16000
+] + [(16000, 8000), (16000, 22050), (16000, 44100), (44100, 48000), (48000, 44100)])
+def test_passband_is_flat(input_rate, output_rate):
+    """Under 0.1 dB ripple up to 0.45 x the lower of the two rates."""
+    freqs = np.linspace(50, 0.45 * min(input_rate, output_rate), 15)
+    y = _run(_tones(freqs, input_rate, 0.5), input_rate, output_rate)
+    gains_db = 20 * np.log10(_amplitudes(y, freqs, output_rate))
+    assert np.abs(gains_db).max() < 0.1, gains_db
+
+
+@pytest.mark.parametrize("input_rate", [22050, 32000, 44100, 48000, 96000])
+def test_stopband_rejects_60_db(input_rate):
+    """Tones from the 16 kHz Nyquist frequency (8 kHz) up to 23 kHz vanish."""
+    for freq in np.arange(8000.0, min(23000.0, input_rate / 2 - 1), 500.0):
+        x = _tones(np.array([freq]), input_rate, 0.2)
+        y = _run(x, input_rate, 16000)
+        rejection_db = 20 * np.log10(_middle_rms(y) / _middle_rms(x))
+        assert rejection_db < -60, (freq, rejection_db)
+
+
+@pytest.mark.parametrize("input_rate, output_rate", [
+    (44100, 16000), (16000, 44100), (8000, 16000), (48000, 16000), (96000, 16000),
+    (22050, 16000), (16000, 11025), (16000, 8000)])
+def test_length_matches_resample_poly(input_rate, output_rate):
+    ratio = Fraction(output_rate, input_rate)
+    for num_samples in (1, 2, 3, 7, 100, 441, 1000):
+        expected = scipy.signal.resample_poly(
+            np.zeros(num_samples), ratio.numerator, ratio.denominator)
+        assert _run(np.zeros(num_samples), input_rate, output_rate).shape == expected.shape
+
+
+def test_equal_rates_are_identity():
+    waveform = tf.random.normal([100])
+    assert resample(waveform, 16000, 16000) is waveform
+    np.testing.assert_array_equal(_run(waveform.numpy(), 16000, 16000), waveform.numpy())
+
+
+def test_dc_is_preserved():
+    y = _run(np.full(4410, 0.3), 44100, 16000)
+    np.testing.assert_allclose(y[100:-100], 0.3, atol=1e-4)
+
+
+def test_empty_waveform_with_zero_rate_gives_empty_output():
+    # try_decode_wav returns an empty waveform and rate 0 for a bad file.
+    assert _run(np.zeros(0), 0, 16000).shape == (0,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rates must be positive"):
+        _run(np.ones(10), 0, 16000)
+
+
+@pytest.mark.parametrize("constant, value", [("_MAX_TABLE_ELEMENTS", 0),
+                                             ("_MAX_CHUNK_ELEMENTS", 1000)])
+def test_kernel_table_and_chunking_do_not_change_result(monkeypatch, constant, value):
+    x = _tones(np.array([440.0, 3000.0, 7000.0]), 44100, 0.1)
+    expected = resample(x.astype(np.float32), 44100, 16000).numpy()
+    monkeypatch.setattr(resample_module, constant, value)
+    np.testing.assert_allclose(resample(x.astype(np.float32), 44100, 16000).numpy(), expected,
+                               rtol=0, atol=1e-6)
+
+
+def test_unusual_ratio_without_kernel_table():
+    """44.1 kHz -> 16001 Hz repeats its kernels only every 16001 outputs."""
+    freqs = np.array([300.0, 2500.0, 7000.0])
+    y = _run(_tones(freqs, 44100, 0.3), 44100, 16001)
+    np.testing.assert_allclose(_amplitudes(y, freqs, 16001), 1.0, atol=0.01)
+
+
+def test_long_96_khz_clip():
+    freqs = np.array([1000.0, 6000.0])
+    x = _tones(freqs, 96000, 3.5)
+    y = _run(x, 96000, 16000)
+    assert y.shape == (56000,) and np.all(np.isfinite(y))
+    np.testing.assert_allclose(_amplitudes(y, freqs, 16000), 1.0, atol=0.01)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("high_rate", [48000, 44100])
+def test_matches_resample_poly_on_speech(shared_corpus_dir, high_rate):
+    speech, rate = sf.read(shared_corpus_dir / "data" / "01" / "0_01_1.wav", dtype="float64")
+    assert rate == 16000
+    # The corpus carries a constant offset of about -0.085; edge effects of a step are not
+    # what this test is about.
+    speech -= speech.mean()
+    up = Fraction(high_rate, rate)
+    high = scipy.signal.resample_poly(speech, up.numerator, up.denominator)
+    expected = scipy.signal.resample_poly(high, up.denominator, up.numerator)
+    y = _run(high, high_rate, 16000)
+    assert y.shape == expected.shape
+    relative_rms_error = np.sqrt(np.mean((y - expected) ** 2) / np.mean(expected ** 2))
+    assert relative_rms_error < 0.01
+
+
+def test_one_trace_serves_every_rate():
+    traces = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32)])
+    def to_16k(waveform, rate):
+        traces.append(1)
+        return resample(waveform, rate, 16000)
+
+    for rate in INPUT_RATES:
+        x = _tones(np.array([1000.0]), rate, 0.1).astype(np.float32)
+        y = to_16k(x, rate).numpy()
+        assert len(y) == 1600
+        np.testing.assert_allclose(_amplitudes(y, np.array([1000.0]), 16000), 1.0, atol=0.01)
+    assert len(traces) == 1
+
+
+def test_dataset_map_with_runtime_rates():
+    rates = tf.constant([8000, 44100, 48000])
+
+    def make(index):
+        rate = rates[index]
+        t = tf.range(tf.cast(rate, tf.int64) // 10, dtype=tf.float32) / tf.cast(rate, tf.float32)
+        return resample(tf.sin(2 * np.pi * 1000.0 * t), rate, 16000)
+
+    lengths = [len(y) for y in tf.data.Dataset.range(3).map(make).as_numpy_iterator()]
+    assert lengths == [1600, 1600, 1600]
+
+
+def test_saved_model_signature_with_runtime_rate(tmp_path):
+    module = tf.Module()
+    module.to_16k = tf.function(
+        lambda waveform, rate: resample(waveform, rate, 16000),
+        input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int32)])
+    tf.saved_model.save(module, str(tmp_path / "model"))
+    reloaded = tf.saved_model.load(str(tmp_path / "model"))
+    for rate in (16000, 22050, 48000):
+        x = _tones(np.array([700.0]), rate, 0.05).astype(np.float32)
+        np.testing.assert_allclose(reloaded.to_16k(x, rate).numpy(),
+                                   resample(x, rate, 16000).numpy(), rtol=0, atol=1e-6)
