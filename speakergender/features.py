@@ -1,0 +1,165 @@
+"""Waveform -> STFT / log-mel / MFCC, as pure TensorFlow functions of (waveform, params).
+
+Every function takes a waveform of shape [..., samples] so the same code serves a single clip in
+the tf.data map and a batch inside an exported SavedModel signature.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from speakergender.config import FrontEndParams
+
+
+def remove_dc_offset(waveform: tf.Tensor) -> tf.Tensor:
+    """Subtracts each recording's mean.
+
+    Args:
+      waveform: float32 [..., samples].
+
+    Returns:
+      float32 [..., samples] with zero mean along the last axis.
+    """
+    return waveform - tf.reduce_mean(waveform, axis=-1, keepdims=True)
+
+
+def pre_emphasize(waveform: tf.Tensor, coefficient: float) -> tf.Tensor:
+    """y[n] = x[n] - coefficient * x[n - 1], with y[0] = x[0]."""
+    if coefficient == 0.0:
+        return waveform
+    return tf.concat(
+        [waveform[..., :1], waveform[..., 1:] - coefficient * waveform[..., :-1]], axis=-1)
+
+
+def spectrogram(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Magnitude (or power) STFT.
+
+    Args:
+      waveform: float32 [..., samples] at params.sample_rate.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., frames, fft_length // 2 + 1], |STFT| ** params.magnitude_exponent.
+    """
+    # tf.signal.stft() uses a periodic Hann window by default, as YAMNet does.
+    stft = tf.signal.stft(
+        waveform,
+        frame_length=params.stft_window_samples,
+        frame_step=params.stft_hop_samples,
+        fft_length=params.fft_length)
+    magnitude = tf.abs(stft)
+    if params.magnitude_exponent != 1.0:
+        magnitude = tf.pow(magnitude, params.magnitude_exponent)
+    return magnitude
+
+
+def mel_matrix(params: FrontEndParams) -> tf.Tensor:
+    """HTK-mel triangular filters, float32 [fft_length // 2 + 1, mel_bands]."""
+    return tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=params.mel_bands,
+        num_spectrogram_bins=params.fft_length // 2 + 1,
+        sample_rate=params.sample_rate,
+        lower_edge_hertz=params.mel_min_hz,
+        upper_edge_hertz=params.mel_max_hz)
+
+
+def log_mel_spectrogram(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """log(mel(|STFT| ** exponent) + log_offset).
+
+    Args:
+      waveform: float32 [..., samples] at params.sample_rate.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., frames, mel_bands].
+    """
+    mel = tf.tensordot(spectrogram(waveform, params), mel_matrix(params), axes=1)
+    return tf.math.log(mel + params.log_offset)
+
+
+def lifter_weights(coefficients: int, lifter: int) -> tf.Tensor:
+    """Sinusoidal cepstral lifter 1 + (L / 2) sin(pi n / L), float32 [coefficients]."""
+    if lifter <= 0:
+        return tf.ones([coefficients])
+    n = tf.range(coefficients, dtype=tf.float32)
+    return 1.0 + (lifter / 2.0) * tf.sin(math.pi * n / lifter)
+
+
+def mfcc(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Liftered MFCCs: the first mfcc_coefficients of an orthonormal DCT-II of the log-mel.
+
+    Args:
+      waveform: float32 [..., samples] at params.sample_rate.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., frames, mfcc_coefficients].
+    """
+    log_mel = log_mel_spectrogram(waveform, params)
+    cepstra = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :params.mfcc_coefficients]
+    return cepstra * lifter_weights(params.mfcc_coefficients, params.mfcc_lifter)
+
+
+def waveform_to_features(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Pre-emphasis, then log-mel or MFCC: everything after decoding, resampling, DC removal
+    and windowing.
+
+    Args:
+      waveform: float32 [..., samples] at params.sample_rate, taken from a recording that
+        already went through `prepare_recording`.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., frames, params.feature_bins].
+    """
+    waveform = pre_emphasize(waveform, params.pre_emphasis)
+    if params.feature_type == "mfcc":
+        return mfcc(waveform, params)
+    return log_mel_spectrogram(waveform, params)
+
+
+def prepare_recording(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Whole-recording conditioning before windows are cut: DC-offset removal.
+
+    The offset is a property of the recorder, not of the voice; removing it over the whole
+    recording (not per window) keeps it from becoming a cue while leaving the signal intact.
+
+    Args:
+      waveform: float32 [..., samples], one whole recording per row.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., samples].
+    """
+    return remove_dc_offset(waveform) if params.remove_dc_offset else waveform
+
+
+@keras.saving.register_keras_serializable(package="speakergender")
+class FrontEnd(keras.layers.Layer):
+    """Keras layer (batch, samples) -> (batch, frames, bins) running `waveform_to_features`."""
+
+    def __init__(self, params: FrontEndParams | None = None, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.params = params or FrontEndParams()
+
+    def call(self, waveform):
+        return waveform_to_features(waveform, self.params)
+
+    def compute_output_shape(self, input_shape):
+        frames = None
+        if input_shape[-1] is not None:
+            frames = 1 + (input_shape[-1] - self.params.stft_window_samples) // self.params.stft_hop_samples
+        return (*input_shape[:-1], frames, self.params.feature_bins)
+
+    def get_config(self):
+        from speakergender.config import to_dict
+        return {**super().get_config(), "params": to_dict(self.params)}
+
+    @classmethod
+    def from_config(cls, config):
+        params = FrontEndParams(**config.pop("params"))
+        config.pop("trainable", None)
+        return cls(params, **config)

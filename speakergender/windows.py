@@ -1,0 +1,107 @@
+"""Fixed-length windows cut from recordings of any length, and which of them carry sound.
+
+Training sees one window per recording (a random crop, or the centre for evaluation); serving
+cuts every window of a recording, drops the silent ones and averages the rest.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def pad_to_length(waveform: tf.Tensor, length: int) -> tf.Tensor:
+    """Zero-pads a short recording on both sides (centred) to at least `length` samples.
+
+    Args:
+      waveform: float32 [..., samples].
+      length: minimum number of samples.
+
+    Returns:
+      float32 [..., max(samples, length)].
+    """
+    missing = tf.maximum(length - tf.shape(waveform)[-1], 0)
+    before = missing // 2
+    paddings = tf.concat(
+        [tf.zeros([tf.rank(waveform) - 1, 2], tf.int32), [[before, missing - before]]], axis=0)
+    return tf.pad(waveform, paddings)
+
+
+def center_window(waveform: tf.Tensor, length: int) -> tf.Tensor:
+    """The centred `length`-sample window of a recording, zero-padded if it is shorter.
+
+    Args:
+      waveform: float32 [samples].
+      length: window length in samples.
+
+    Returns:
+      float32 [length].
+    """
+    waveform = pad_to_length(waveform, length)
+    start = (tf.shape(waveform)[0] - length) // 2
+    return tf.reshape(waveform[start:start + length], [length])
+
+
+def random_window(waveform: tf.Tensor, length: int, seed: tf.Tensor) -> tf.Tensor:
+    """A uniformly placed `length`-sample window; short recordings land at a random offset.
+
+    Args:
+      waveform: float32 [samples].
+      length: window length in samples.
+      seed: int32/int64 [2] seed for the stateless draw, so runs repeat exactly.
+
+    Returns:
+      float32 [length].
+    """
+    samples = tf.shape(waveform)[0]
+    # Short recordings: pad to twice the gap so the voice can sit anywhere in the window.
+    waveform = pad_to_length(waveform, tf.maximum(length, 2 * length - samples))
+    slack = tf.shape(waveform)[0] - length
+    start = tf.random.stateless_uniform([], seed, minval=0, maxval=slack + 1, dtype=tf.int32)
+    return tf.reshape(waveform[start:start + length], [length])
+
+
+def frame_windows(waveforms: tf.Tensor, length: int, hop: int) -> tf.Tensor:
+    """Every window of each recording; the last one is zero-padded at the end.
+
+    Args:
+      waveforms: float32 [batch, samples], any number of samples.
+      length: window length in samples.
+      hop: samples between window starts.
+
+    Returns:
+      float32 [batch, windows, length] with windows >= 1; recordings shorter than one window
+      are centred in it, as `center_window` does.
+    """
+    waveforms = pad_to_length(waveforms, length)
+    samples = tf.shape(waveforms)[-1]
+    windows = 1 + (samples - length + hop - 1) // hop
+    padded = tf.pad(waveforms, [[0, 0], [0, (windows - 1) * hop + length - samples]])
+    return tf.signal.frame(padded, length, hop)
+
+
+def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:
+    """How many windows `frame_windows` cuts from recordings of these lengths, int32 [batch]."""
+    return 1 + (tf.maximum(lengths, length) - length + hop - 1) // hop
+
+
+def window_levels_db(windows: tf.Tensor) -> tf.Tensor:
+    """RMS level of each window in dB relative to full scale, float32 [..., windows]."""
+    power = tf.reduce_mean(tf.square(windows), axis=-1)
+    return 10.0 * tf.math.log(power + 1e-12) / tf.math.log(10.0)
+
+
+def sounding_window_mask(
+    levels_db: tf.Tensor, relative_gate_db: float, silence_floor_dbfs: float
+) -> tf.Tensor:
+    """Which windows count: louder than the floor and within `relative_gate_db` of the loudest.
+
+    Args:
+      levels_db: float32 [batch, windows] from `window_levels_db`.
+      relative_gate_db: windows this far below the recording's loudest are dropped.
+      silence_floor_dbfs: windows below this absolute level are silence (or padding).
+
+    Returns:
+      bool [batch, windows]; a row is all False only when the whole recording is silent.
+    """
+    loudest = tf.reduce_max(levels_db, axis=-1, keepdims=True)
+    return (levels_db >= loudest - relative_gate_db) & (levels_db >= silence_floor_dbfs)
