@@ -1,0 +1,234 @@
+"""SavedModel export: raw audio in, gender out, the whole front end inside the graph.
+
+The exported module needs nothing but TensorFlow: `tf.saved_model.load(path)` in any program
+gives these signatures (see the README for their inputs and outputs):
+
+- `serving_default(waveform)`: float32 [batch, samples] at the model's sample rate;
+- `classify_wav(wav_bytes)`: string [batch] of WAV file contents, any format and rate;
+- `metadata()`: the model's configuration as JSON, its sample rate and window length.
+
+Exports are versioned as TF Serving expects (`NAME/1/`, `NAME/2/`, ...) and atomic: a version
+folder appears only once it is complete and has passed a reload check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speakergender import features, wav, windows
+from speakergender.config import FrontEndParams
+from speakergender.resample import resample
+
+CONFIG_ASSET = "speakergender_config.json"
+NO_SPEECH = "no speech"
+
+
+class ExportCheckError(RuntimeError):
+    """The reloaded SavedModel disagrees with the in-memory model."""
+
+
+class GenderClassifierModule(tf.Module):
+    """Front end + classifier + window averaging + calibration, as one servable module.
+
+    Args:
+      classifier: Keras model [batch, frames, bins] -> logits [batch, 1].
+      front_end: the parameters the classifier was trained with.
+      temperature: logits are divided by it (calibration on validation speakers).
+      threshold: female when the calibrated probability reaches it.
+      config: JSON-ready description of the run, stored in the SavedModel.
+    """
+
+    def __init__(self, classifier: keras.Model, front_end: FrontEndParams,
+                 temperature: float = 1.0, threshold: float = 0.5,
+                 config: dict | None = None):
+        super().__init__(name="speakergender")
+        self.classifier = classifier
+        self.front_end = front_end
+        self.temperature = tf.Variable(temperature, trainable=False, dtype=tf.float32,
+                                       name="temperature")
+        self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
+                                     name="threshold")
+        self._config_json = json.dumps(config or {}, sort_keys=True)
+        self._config_dir = tempfile.mkdtemp(prefix="speakergender-config-")
+        config_path = Path(self._config_dir) / CONFIG_ASSET
+        config_path.write_text(self._config_json)
+        self.config_file = tf.saved_model.Asset(str(config_path))
+
+    def score_recordings(self, recordings: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Scores DC-free recordings window by window.
+
+        Args:
+          recordings: float32 [batch, samples] at the model's rate, already passed through
+            `features.prepare_recording`, zero-padded at the end to a common length.
+          lengths: int32 [batch], each recording's own length in samples.
+
+        Returns:
+          female_probability [batch], label string [batch] ("female", "male" or "no speech"),
+          logits [batch] (calibrated, averaged over sounding windows), window_logits
+          [batch, windows], window_sounding bool [batch, windows] and window_count int32
+          [batch] (a row's windows beyond its count cover padding only).
+        """
+        params = self.front_end
+        framed = windows.frame_windows(recordings, params.clip_samples, params.window_hop_samples)
+        # framed has shape [batch, windows, clip_samples]
+        batch, count = tf.shape(framed)[0], tf.shape(framed)[1]
+        window_count = windows.window_count(lengths, params.clip_samples,
+                                            params.window_hop_samples)
+        own_window = tf.sequence_mask(window_count, count)
+        sounding = own_window & windows.sounding_window_mask(
+            windows.window_levels_db(framed), params.relative_gate_db, params.silence_floor_dbfs)
+        clip_features = features.waveform_to_features(
+            tf.reshape(framed, [-1, params.clip_samples]), params)
+        clip_features = tf.ensure_shape(clip_features, [None, *params.feature_shape])
+        window_logits = tf.reshape(
+            self.classifier(clip_features, training=False), [batch, count]) / self.temperature
+        has_sound = tf.reduce_any(sounding, axis=1)
+        # A silent recording still gets a probability (from all its windows) but no gender.
+        weights = tf.cast(sounding | (own_window & ~has_sound[:, tf.newaxis]), tf.float32)
+        logits = tf.reduce_sum(window_logits * weights, axis=1) / tf.reduce_sum(weights, axis=1)
+        probability = tf.sigmoid(logits)
+        gender = tf.where(probability >= self.threshold, "female", "male")
+        return {
+            "female_probability": probability,
+            "label": tf.where(has_sound, gender, NO_SPEECH),
+            "logits": logits,
+            "window_logits": window_logits,
+            "window_sounding": sounding,
+            "window_count": window_count,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    def serve_waveform(self, waveform):
+        """float32 [batch, samples] at the model's rate, in [-1, 1]."""
+        lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
+        return self.score_recordings(features.prepare_recording(waveform, self.front_end), lengths)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    def classify_wav(self, wav_bytes):
+        """string [batch] of WAV file contents; a file that cannot be decoded gets an error."""
+        params = self.front_end
+
+        def decode_one(contents):
+            waveform, rate, error = wav.try_decode_wav(contents)
+            waveform = tf.cond(tf.strings.length(error) > 0,
+                               lambda: tf.zeros([0], tf.float32),
+                               lambda: resample(waveform, rate, params.sample_rate))
+            waveform = features.prepare_recording(waveform, params)
+            return tf.RaggedTensor.from_tensor(waveform[tf.newaxis]), error
+
+        decoded, errors = tf.map_fn(
+            decode_one, wav_bytes,
+            fn_output_signature=(tf.RaggedTensorSpec([1, None], tf.float32, ragged_rank=1),
+                                 tf.TensorSpec([], tf.string)))
+        decoded = decoded.merge_dims(1, 2)
+        lengths = tf.cast(decoded.row_lengths(), tf.int32)
+        outputs = self.score_recordings(decoded.to_tensor(), lengths)
+        failed = tf.strings.length(errors) > 0
+        outputs["label"] = tf.where(failed, "", outputs["label"])
+        outputs["error"] = errors
+        outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / params.sample_rate
+        return outputs
+
+    @tf.function(input_signature=[])
+    def metadata(self):
+        """The model's configuration (JSON), sample rate and window length."""
+        return {
+            "config_json": tf.constant(self._config_json),
+            "sample_rate": tf.constant(self.front_end.sample_rate, tf.int32),
+            "clip_samples": tf.constant(self.front_end.clip_samples, tf.int32),
+            "threshold": tf.identity(self.threshold),
+        }
+
+
+def next_version_dir(model_dir: str | Path) -> Path:
+    """`model_dir/N`, N one more than the highest numbered version already there."""
+    model_dir = Path(model_dir)
+    versions = [int(p.name) for p in model_dir.glob("*") if re.fullmatch(r"\d+", p.name)]
+    return model_dir / str(max(versions, default=0) + 1)
+
+
+def latest_version_dir(model_dir: str | Path) -> Path:
+    """The highest numbered complete version in `model_dir`, or `model_dir` itself if it
+    already is a SavedModel folder."""
+    model_dir = Path(model_dir)
+    if (model_dir / "saved_model.pb").is_file():
+        return model_dir
+    versions = sorted((int(p.name) for p in model_dir.glob("*")
+                       if re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file()))
+    if not versions:
+        raise FileNotFoundError(f"{model_dir}: no SavedModel here (no saved_model.pb, no "
+                                "numbered version folders)")
+    return model_dir / str(versions[-1])
+
+
+def probe_waveforms(params: FrontEndParams, seed: int = 0) -> np.ndarray:
+    """Deterministic test inputs for export checks: noise bursts and tones, 2.5 windows long.
+
+    Returns:
+      float32 [3, samples].
+    """
+    rng = np.random.default_rng(seed)
+    samples = int(params.clip_samples * 2.5)
+    t = np.arange(samples) / params.sample_rate
+    return np.stack([
+        0.1 * rng.standard_normal(samples),
+        0.3 * np.sin(2 * np.pi * 180.0 * t) + 0.05 * rng.standard_normal(samples),
+        0.3 * np.sin(2 * np.pi * 260.0 * t) * (t < t[-1] / 2),
+    ]).astype(np.float32)
+
+
+def export_model(module: GenderClassifierModule, model_dir: str | Path,
+                 atol: float = 1e-5) -> Path:
+    """Saves `module` as the next version under `model_dir`, atomically, and checks it.
+
+    The SavedModel is written to a temporary folder beside its destination, reloaded and
+    compared with the in-memory module on probe inputs, and only then renamed into place.
+
+    Args:
+      module: what to export.
+      model_dir: the model's folder; versions go in numbered subfolders.
+      atol: largest tolerated difference in female probability after reloading.
+
+    Returns:
+      The version folder written, e.g. `model_dir/1`.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
+    try:
+        signatures = {
+            "serving_default": module.serve_waveform,
+            "classify_wav": module.classify_wav,
+            "metadata": module.metadata,
+        }
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        check_export(module, staging, atol)
+        destination = next_version_dir(model_dir)
+        staging.chmod(0o755)  # mkdtemp made it private
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
+
+
+def check_export(module: GenderClassifierModule, saved_dir: str | Path, atol: float) -> None:
+    """Raises ExportCheckError unless the reloaded model matches the in-memory one."""
+    probes = tf.constant(probe_waveforms(module.front_end))
+    expected = module.serve_waveform(probes)["female_probability"].numpy()
+    reloaded = tf.saved_model.load(str(saved_dir))
+    actual = reloaded.signatures["serving_default"](waveform=probes)["female_probability"]
+    difference = float(np.max(np.abs(actual.numpy() - expected)))
+    if not difference <= atol:
+        raise ExportCheckError(
+            f"{saved_dir}: reloaded SavedModel differs from the in-memory model by {difference:g} "
+            f"(tolerance {atol:g})")

@@ -1,0 +1,185 @@
+"""Using exported SavedModels with nothing but TensorFlow: find, load, feed WAV files.
+
+This is the client side of `export.py`, shared by `evaluate` and `predict`. It does not import
+the model code: any SavedModel with the `classify_wav` signature works, wherever it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_MODELS_DIR = Path("saved_models")
+WAV_SUFFIXES = (".wav", ".wave")
+# Read through soundfile, where it is installed, and handed to the model as float WAV bytes.
+OTHER_AUDIO_SUFFIXES = (".flac", ".ogg", ".oga", ".aiff", ".aif")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A SavedModel and what it says about itself."""
+
+    name: str
+    path: Path
+    module: object
+    config: dict
+    sample_rate: int
+    clip_samples: int
+
+    @property
+    def classify_wav(self):
+        return self.module.signatures["classify_wav"]
+
+    @property
+    def parameter_count(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.module.variables
+                       if v.name.split(":")[0] not in ("temperature", "threshold")))
+
+
+def resolve_model_path(model: str | Path, models_dir: Path = DEFAULT_MODELS_DIR) -> Path:
+    """A SavedModel folder from a path (model folder or version folder) or a run name.
+
+    Raises:
+      FileNotFoundError: naming what was looked for.
+    """
+    from speakergender.export import latest_version_dir  # plain file logic, no model code
+
+    candidates = [Path(model), models_dir / str(model)]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return latest_version_dir(candidate)
+    raise FileNotFoundError(f"no model at {model!r} (looked in {', '.join(map(str, candidates))})")
+
+
+def load_model(model: str | Path, models_dir: Path = DEFAULT_MODELS_DIR) -> LoadedModel:
+    """Loads a speakergender SavedModel.
+
+    Raises:
+      FileNotFoundError: nothing there.
+      ValueError: a SavedModel without the `classify_wav` signature.
+    """
+    path = resolve_model_path(model, models_dir)
+    module = tf.saved_model.load(str(path))
+    if "classify_wav" not in module.signatures:
+        raise ValueError(f"{path}: this SavedModel has no classify_wav signature; it was not "
+                         "exported by speakergender")
+    metadata = module.signatures["metadata"]()
+    name = path.parent.name if path.name.isdigit() else path.name
+    return LoadedModel(
+        name=name, path=path, module=module,
+        config=json.loads(metadata["config_json"].numpy().decode() or "{}"),
+        sample_rate=int(metadata["sample_rate"].numpy()),
+        clip_samples=int(metadata["clip_samples"].numpy()))
+
+
+def list_models(models_dir: Path = DEFAULT_MODELS_DIR) -> list[Path]:
+    """Model folders under `models_dir` that hold at least one complete version."""
+    return sorted(p for p in models_dir.glob("*")
+                  if p.is_dir() and any((v / "saved_model.pb").is_file() for v in p.glob("[0-9]*")))
+
+
+def audio_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expands files and folders (recursively) into audio files.
+
+    Returns:
+      (files in a stable order, [(path, reason)] for arguments that do not exist).
+    """
+    files, missing = [], []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            files.extend(sorted(p for p in entry.rglob("*") if p.is_file()
+                                and p.suffix.lower() in WAV_SUFFIXES + OTHER_AUDIO_SUFFIXES
+                                and not p.name.startswith(".")))
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            missing.append((str(entry), "no such file or folder"))
+    return files, missing
+
+
+def read_as_wav_bytes(path: Path) -> bytes:
+    """The file's bytes; formats other than WAV are converted to float WAV via soundfile.
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: not WAV and soundfile is missing or cannot read it.
+    """
+    data = path.read_bytes()
+    if path.suffix.lower() not in OTHER_AUDIO_SUFFIXES or data[:4] == b"RIFF":
+        return data
+    try:
+        import soundfile
+    except ImportError as error:
+        raise ValueError(f"{path.suffix} files need the soundfile package "
+                         "(pip install soundfile)") from error
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises its own error types
+        raise ValueError(f"soundfile cannot read it: {error}") from error
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+@dataclasses.dataclass
+class FileResult:
+    path: str
+    error: str = ""
+    label: str = ""
+    female_probability: float = float("nan")
+    duration_seconds: float = float("nan")
+    window_probabilities: list[float] = dataclasses.field(default_factory=list)
+    window_sounding: list[bool] = dataclasses.field(default_factory=list)
+
+
+def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 32,
+                   timings: list[float] | None = None) -> Iterator[FileResult]:
+    """Classifies files in batches through the model's `classify_wav` signature.
+
+    Files are read here and decoded, resampled and scored inside the model's graph, a batch
+    per call; a file that cannot be read or decoded yields a result with `error` set and never
+    stops the others.
+
+    Args:
+      model: a loaded SavedModel.
+      files: audio files.
+      batch_size: files per call.
+      timings: if given, the seconds spent in each model call are appended to it.
+
+    Yields:
+      One FileResult per file, in order.
+    """
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        contents, read_errors = [], {}
+        for index, path in enumerate(chunk):
+            try:
+                contents.append(read_as_wav_bytes(path))
+            except (OSError, ValueError) as error:
+                read_errors[index] = str(getattr(error, "strerror", None) or error)
+                contents.append(b"")
+        began = time.perf_counter()
+        outputs = model.classify_wav(wav_bytes=tf.constant(contents))
+        if timings is not None:
+            timings.append(time.perf_counter() - began)
+        outputs = {key: value.numpy() for key, value in outputs.items()}
+        window_probabilities = 1.0 / (1.0 + np.exp(-outputs["window_logits"]))
+        for index, path in enumerate(chunk):
+            error = read_errors.get(index) or outputs["error"][index].decode()
+            if error:
+                yield FileResult(str(path), error=error)
+                continue
+            windows = int(outputs["window_count"][index])
+            yield FileResult(
+                str(path), label=outputs["label"][index].decode(),
+                female_probability=float(outputs["female_probability"][index]),
+                duration_seconds=float(outputs["duration_seconds"][index]),
+                window_probabilities=window_probabilities[index, :windows].tolist(),
+                window_sounding=outputs["window_sounding"][index, :windows].tolist())
