@@ -1,0 +1,270 @@
+"""A whole run: speaker-disjoint folds or a hold-out split, a final model, its export, reports.
+
+Everything a run produces lands in its output folder: `config.json`, `metrics.json`,
+`history.csv`, per-clip `predictions.csv`, PNG figures, `skipped_files.log`, and the SavedModel
+in numbered version folders (`1/`). A fold that finished is not trained again when an
+interrupted run is restarted with the same command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import tensorflow as tf
+
+from speakergender import config as config_lib
+from speakergender import metrics, pipeline, plots, splits, tensorboard_logs, training
+from speakergender.config import FrontEndParams, TrainParams
+from speakergender.export import GenderClassifierModule, export_model
+from speakergender.models import registry
+
+
+class RunConflictError(ValueError):
+    """The output folder holds a run with another configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    output: Path
+    logs: Path | None
+
+    @property
+    def config(self) -> Path:
+        return self.output / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.output / "metrics.json"
+
+    def fold(self, name: str) -> Path:
+        return self.output / "work" / name
+
+
+def run_config(front_end: FrontEndParams, params: TrainParams, data: dict) -> dict:
+    return {"front_end": config_lib.to_dict(front_end), "training": config_lib.to_dict(params),
+            "data": data}
+
+
+def prepare_output(paths: RunPaths, config: dict, resume: bool) -> None:
+    """Creates the output folder, or checks that the run in it is this one.
+
+    Raises:
+      RunConflictError: the folder holds a different run and `resume` is on.
+    """
+    if paths.output.exists() and not resume:
+        for stale in ("work", "config.json", "metrics.json", "history.csv"):
+            target = paths.output / stale
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    paths.output.mkdir(parents=True, exist_ok=True)
+    if paths.config.exists():
+        previous = json.loads(paths.config.read_text())
+        if previous != json.loads(json.dumps(config)):
+            raise RunConflictError(
+                f"{paths.output} holds a run with another configuration; choose another "
+                "--output (or --name), or pass --no-resume to start it over")
+    else:
+        paths.config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def train_and_calibrate(
+    kind: str,
+    table: pd.DataFrame,
+    front_end: FrontEndParams,
+    params: TrainParams,
+    work_dir: Path,
+    log_dir: Path | None,
+    strategy: tf.distribute.Strategy | None,
+    skip_log: pipeline.SkipLog,
+    run_config_json: dict,
+    verbose: int,
+) -> tuple[GenderClassifierModule, pd.DataFrame]:
+    """Trains on `table` (validation speakers carved out of it) and calibrates on them.
+
+    Returns:
+      The servable module (classifier, front end, temperature) and the epoch history.
+    """
+    validation = splits.validation_split(table, params.validation_fraction, params.seed)
+    train_table, validation_table = splits.split_rows(table, validation)
+    model_recipe = registry.recipe(kind, front_end, params)
+    model, history = training.train_model(
+        model_recipe.build, model_recipe.stages, train_table, validation_table, front_end,
+        params, work_dir, log_dir=log_dir, strategy=strategy, skip_log=skip_log,
+        verbose=verbose)
+    module = GenderClassifierModule(model, front_end, config=run_config_json)
+    scored = training.score_recordings(module, validation_table, skip_log=skip_log)
+    module.temperature.assign(training.fit_temperature(scored["logit"], scored["label"]))
+    return module, history
+
+
+def run_experiment(
+    table: pd.DataFrame,
+    front_end: FrontEndParams,
+    params: TrainParams,
+    paths: RunPaths,
+    data_description: dict,
+    *,
+    resume: bool = True,
+    leaky_split: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int = 2,
+) -> dict:
+    """Cross-validates (or holds out) by speaker, trains the final model and exports it.
+
+    Args:
+      table: the corpus (`corpora.load_corpus(...).table`).
+      front_end, params: the run's configuration.
+      paths: output folder and TensorBoard log folder.
+      data_description: where the data came from, stored in config.json.
+      resume: continue an interrupted run in the same folder (else start it over).
+      leaky_split: split clips at random, putting speakers on both sides. Only to show how much
+        that inflates scores; never for a reported figure.
+      strategy: distribution strategy for building and training models.
+      verbose: Keras progress output.
+
+    Returns:
+      The metrics written to metrics.json.
+    """
+    front_end = registry.required_front_end(params.model, front_end)
+    config = run_config(front_end, params, {**data_description, "leaky_split": leaky_split})
+    prepare_output(paths, config, resume)
+    skip_log = pipeline.SkipLog(paths.output / "skipped_files.log")
+
+    folds = _evaluation_splits(table, params, leaky_split)
+    reports, predictions, modules = [], [], {}
+    for name, (train_table, test_table) in folds.items():
+        fold_dir = paths.fold(name)
+        report_path = fold_dir / "report.json"
+        if report_path.exists():
+            print(f"{name}: already done, reusing {report_path}", flush=True)
+            reports.append(json.loads(report_path.read_text()))
+            predictions.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"speaker": str}))
+            continue
+        print(f"{name}: training on {train_table['speaker'].nunique()} speakers, testing on "
+              f"{test_table['speaker'].nunique()}", flush=True)
+        started = time.perf_counter()
+        module, _ = train_and_calibrate(
+            params.model, train_table, front_end, params, fold_dir,
+            paths.logs / name if paths.logs else None, strategy, skip_log, config, verbose)
+        train_seconds = time.perf_counter() - started
+        scored = training.score_recordings(module, test_table, skip_log=skip_log)
+        report = metrics.evaluation_report(scored)
+        report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
+                      temperature=float(module.temperature.numpy()),
+                      train_seconds=round(train_seconds, 1))
+        scored.assign(fold=name).to_csv(fold_dir / "predictions.csv", index=False)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        reports.append(report)
+        predictions.append(scored.assign(fold=name))
+        modules[name] = module
+
+    if params.folds >= 2:
+        print(f"final model: training on all {table['speaker'].nunique()} speakers", flush=True)
+        module, _ = train_and_calibrate(
+            params.model, table, front_end, params, paths.fold("final"),
+            paths.logs / "final" if paths.logs else None, strategy, skip_log, config, verbose)
+        history_source = paths.fold("final") / "history.csv"
+    else:
+        # The hold-out model is the final model; after a restart it comes back from its
+        # checkpoint without training again.
+        name = next(iter(folds))
+        module = modules.get(name) or train_and_calibrate(
+            params.model, folds[name][0], front_end, params, paths.fold(name), None, strategy,
+            skip_log, config, 0)[0]
+        history_source = paths.fold(name) / "history.csv"
+    if history_source.exists():
+        shutil.copyfile(history_source, paths.output / "history.csv")
+
+    version_dir = export_model(module, paths.output)
+    pooled = pd.concat(predictions, ignore_index=True)
+    pooled.to_csv(paths.output / "predictions.csv", index=False)
+    result = {
+        "model": params.model,
+        "features": front_end.feature_type,
+        "evaluation": "leaky random clip split (speakers on both sides: inflated)"
+        if leaky_split else ("speaker-disjoint %d-fold" % params.folds if params.folds >= 2
+                             else "speaker-disjoint hold-out"),
+        "folds": reports,
+        "pooled": metrics.evaluation_report(pooled),
+        "summary": metrics.summarize_folds(reports),
+        "temperature": float(module.temperature.numpy()),
+        "parameters": int(module.classifier.count_params()),
+        "saved_model": str(version_dir),
+        "skipped_files": skip_log.skipped,
+    }
+    paths.metrics.write_text(json.dumps(result, indent=2) + "\n")
+    _write_figures(paths.output, pooled, result)
+    if paths.logs:
+        tensorboard_logs.write_run_summary(paths.logs, config, result, pooled,
+                                           table, front_end)
+    shutil.rmtree(paths.output / "work", ignore_errors=True)
+    return result
+
+
+def _evaluation_splits(table: pd.DataFrame, params: TrainParams,
+                       leaky_split: bool) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    if leaky_split:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            clip_split = splits.leaky_clip_split(table, params.test_fraction, params.seed)
+        print("WARNING: leaky random clip split: the same speakers are on both sides, so "
+              "these scores are inflated and say nothing about unheard speakers.", flush=True)
+        return {"leaky": (table.loc[list(clip_split.train_index)],
+                          table.loc[list(clip_split.test_index)])}
+    if params.folds >= 2:
+        return {f"fold{index}": splits.split_rows(table, split)
+                for index, split in enumerate(
+                    splits.speaker_folds(table, params.folds, params.seed), start=1)}
+    split = splits.holdout_split(table, params.test_fraction, params.seed)
+    return {"holdout": splits.split_rows(table, split)}
+
+
+def _write_figures(output: Path, pooled: pd.DataFrame, result: dict) -> None:
+    plots.save(plots.confusion_figure(result["pooled"]["clip"]["confusion"],
+                                      "Clips of held-out speakers"),
+               output / "confusion_matrix.png")
+    plots.save(plots.roc_figure({result["model"]: (pooled["label"].to_numpy(),
+                                                  pooled["probability"].to_numpy())}),
+               output / "roc.png")
+    plots.save(plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)),
+               output / "speaker_accuracy.png")
+
+
+def summary_rows(result: dict) -> dict[str, dict]:
+    """Rows for the terminal table: each fold, then mean and std across folds."""
+    rows = {}
+    for report in result["folds"]:
+        rows[report["fold"]] = _flat(report)
+    if len(result["folds"]) > 1:
+        summary = result["summary"]
+        for statistic in ("mean", "std"):
+            rows[statistic] = {f"{level}_{key}": value[statistic]
+                               for level in ("clip", "speaker_vote", "speaker_mean")
+                               for key, value in summary[level].items()}
+    return rows
+
+
+def _flat(report: dict) -> dict:
+    return {f"{level}_{key}": value for level in ("clip", "speaker_vote", "speaker_mean")
+            for key, value in report[level].items() if not isinstance(value, list)}
+
+
+SUMMARY_COLUMNS = (
+    ("clip acc", "clip_accuracy", ".3f"),
+    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
+    ("recall F", "clip_recall_female", ".3f"),
+    ("recall M", "clip_recall_male", ".3f"),
+    ("AUC", "clip_roc_auc", ".3f"),
+    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
+    ("spk vote bal.acc", "speaker_vote_balanced_accuracy", ".3f"),
+    ("spk mean bal.acc", "speaker_mean_balanced_accuracy", ".3f"),
+)
+
+
+def format_summary(result: dict) -> str:
+    return metrics.format_table(summary_rows(result), SUMMARY_COLUMNS)

@@ -1,0 +1,106 @@
+"""Every model the product trains, behind one interface: build it, and how to train it.
+
+`scratch` is the CNN of `scratch.py`. `yamnet` and `vggish` fine-tune a pretrained backbone:
+first the new head alone, then the top blocks at a lower learning rate with batch norm kept in
+inference mode (small batches would otherwise overwrite the pretrained statistics).
+`yamnet-frozen` and `vggish-frozen` train the head on frozen embeddings only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+
+from speakergender.config import FrontEndParams, TrainParams
+from speakergender.models.scratch import build_scratch_cnn
+from speakergender.training import Stage
+
+MODEL_KINDS = ("scratch", "yamnet", "yamnet-frozen", "vggish", "vggish-frozen")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecipe:
+    """How to build and train one kind of model."""
+
+    build: Callable[[], keras.Model]
+    stages: Callable[[keras.Model], list[Stage]]
+    front_end: FrontEndParams
+
+
+def backbone_name(kind: str) -> str | None:
+    """"yamnet" for "yamnet" and "yamnet-frozen"; None for models without a backbone."""
+    return None if kind == "scratch" else kind.removesuffix("-frozen")
+
+
+def required_front_end(kind: str, front_end: FrontEndParams) -> FrontEndParams:
+    """The front end a model kind must use: a backbone dictates its own features.
+
+    Raises:
+      ValueError: the requested features cannot feed that backbone.
+    """
+    name = backbone_name(kind)
+    if name is None:
+        return front_end
+    from speakergender.models.backbones import BACKBONES
+    spec = BACKBONES[name].front_end
+    if front_end.feature_type != spec.feature_type:
+        raise ValueError(f"--model {kind} needs {spec.feature_type} features (its pretrained "
+                         f"front end); got --features {front_end.feature_type}")
+    return spec
+
+
+def recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRecipe:
+    """Builder and training stages for `kind` (one of MODEL_KINDS)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    if kind == "scratch":
+        return ModelRecipe(
+            build=lambda: build_scratch_cnn(front_end),
+            stages=lambda model: [Stage("training", params.epochs, params.learning_rate)],
+            front_end=front_end)
+    return _backbone_recipe(kind, required_front_end(kind, front_end), params)
+
+
+def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRecipe:
+    from speakergender.models.backbones import BACKBONES
+    spec = BACKBONES[backbone_name(kind)]
+    source = params.backbone_handle or spec.default_handle
+
+    def build() -> keras.Model:
+        backbone = spec.build()
+        spec.load_weights(backbone, source)
+        inputs = keras.Input(shape=front_end.feature_shape, name="features")
+        embedding = backbone(inputs)
+        x = keras.layers.Dropout(0.3, name="head_dropout")(embedding)
+        logits = keras.layers.Dense(1, name="logits")(x)
+        return keras.Model(inputs, logits, name=f"{kind.replace('-', '_')}_classifier")
+
+    def freeze_backbone(model: keras.Model) -> None:
+        _backbone_of(model).trainable = False
+
+    def unfreeze_top_blocks(model: keras.Model) -> None:
+        backbone = _backbone_of(model)
+        backbone.trainable = True
+        for layer in backbone.layers:
+            layer.trainable = False
+        for block in spec.blocks(backbone)[-params.fine_tune_blocks:]:
+            for layer in block:
+                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+    def stages(model: keras.Model) -> list[Stage]:
+        head = Stage("head", params.epochs, params.learning_rate, freeze_backbone)
+        if kind.endswith("-frozen") or params.fine_tune_epochs == 0:
+            return [head]
+        return [head, Stage("fine-tuning", params.fine_tune_epochs,
+                            params.fine_tune_learning_rate, unfreeze_top_blocks)]
+
+    return ModelRecipe(build=build, stages=stages, front_end=front_end)
+
+
+def _backbone_of(model: keras.Model) -> keras.Model:
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(f"{model.name}: expected one nested backbone model, found {len(nested)}")
+    return nested[0]

@@ -1,0 +1,69 @@
+"""What a run adds to TensorBoard beyond Keras' per-epoch scalars: hparams, test metrics,
+the confusion matrix and example spectrograms of each gender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+
+from speakergender import features, pipeline, plots, windows
+from speakergender.config import FrontEndParams
+
+EXAMPLES_PER_GENDER = 3
+
+
+def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.DataFrame,
+                      table: pd.DataFrame, front_end: FrontEndParams) -> None:
+    """Writes hparams, held-out metrics and images into `log_dir`/summary."""
+    training = config["training"]
+    hparams = {
+        "model": training["model"],
+        "features": front_end.feature_type,
+        "learning_rate": float(training["learning_rate"]),
+        "batch_size": int(training["batch_size"]),
+        "epochs": int(training["epochs"]),
+        "folds": int(training["folds"]),
+        "seed": int(training["seed"]),
+    }
+    clip, vote = result["pooled"]["clip"], result["pooled"]["speaker_vote"]
+    writer = tf.summary.create_file_writer(str(log_dir / "summary"))
+    with writer.as_default():
+        hparams_api.hparams(hparams)
+        for name, value in (("test/clip_accuracy", clip["accuracy"]),
+                            ("test/clip_balanced_accuracy", clip["balanced_accuracy"]),
+                            ("test/clip_recall_female", clip["recall_female"]),
+                            ("test/clip_recall_male", clip["recall_male"]),
+                            ("test/clip_roc_auc", clip["roc_auc"]),
+                            ("test/speaker_vote_accuracy", vote["accuracy"]),
+                            ("test/speaker_vote_balanced_accuracy", vote["balanced_accuracy"])):
+            tf.summary.scalar(name, value, step=0)
+        png = plots.to_png_bytes(plots.confusion_figure(clip["confusion"],
+                                                        "Clips of held-out speakers"))
+        tf.summary.image("test/confusion_matrix", tf.image.decode_png(png)[tf.newaxis], step=0)
+        for gender in (pipeline.FEMALE, pipeline.MALE):
+            images = example_spectrograms(table[table["gender"] == gender], front_end)
+            if images is not None:
+                tf.summary.image(f"examples/{gender}", images, step=0,
+                                 max_outputs=EXAMPLES_PER_GENDER)
+    writer.close()
+
+
+def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.Tensor | None:
+    """Features of a few clips as images (low frequencies at the bottom), uint8 [n, bins, frames, 1]."""
+    chosen = table.drop_duplicates("speaker").head(EXAMPLES_PER_GENDER)
+    images = []
+    for path in chosen["path"]:
+        waveform, error = pipeline.load_recording(tf.constant(path), front_end)
+        if error.numpy():
+            continue
+        clip = features.waveform_to_features(
+            windows.center_window(waveform, front_end.clip_samples), front_end).numpy()
+        scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
+        images.append(np.flipud(scaled.T)[..., np.newaxis])
+    if not images:
+        return None
+    return tf.constant((np.stack(images) * 255).astype(np.uint8))
