@@ -1,0 +1,82 @@
+"""Exported-model speed on this machine, measured on the SavedModel itself.
+
+    python benchmarks/serving_throughput.py saved_models/scratch-log-mel [MODEL ...]
+
+For each model: one-second clips per second through `serving_default` in batches of 64, the
+latency of a single clip, and `predict`'s path on a folder of 1,000 one-second WAV files,
+batched (32 files per call) against one file per call, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from speakergender import serving, synthetic
+
+
+def clips_per_second(model, batch: int, repeats: int) -> float:
+    waveforms = tf.constant(np.random.default_rng(0).uniform(
+        -0.3, 0.3, (batch, model.sample_rate)).astype(np.float32))
+    serve = model.module.signatures["serving_default"]
+    serve(waveform=waveforms)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        serve(waveform=waveforms)["female_probability"].numpy()
+    return batch * repeats / (time.perf_counter() - began)
+
+
+def single_clip_ms(model, repeats: int) -> float:
+    waveform = tf.constant(np.random.default_rng(1).uniform(
+        -0.3, 0.3, (1, model.sample_rate)).astype(np.float32))
+    serve = model.module.signatures["serving_default"]
+    serve(waveform=waveform)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        serve(waveform=waveform)["female_probability"].numpy()
+        times.append(time.perf_counter() - began)
+    return 1000 * statistics.median(times)
+
+
+def folder_files_per_second(model, files: list[Path], batch_size: int) -> float:
+    list(serving.classify_files(model, files[:batch_size], batch_size))
+    began = time.perf_counter()
+    results = list(serving.classify_files(model, files, batch_size))
+    assert not any(r.error for r in results)
+    return len(files) / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--files", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        rng = np.random.default_rng(0)
+        voices = [synthetic.speaker_voice(g, rng) for g in ("female", "male")]
+        files = []
+        for index in range(args.files):
+            path = Path(folder) / f"clip{index:04d}.wav"
+            synthetic.write_wav(path, synthetic.utterance(voices[index % 2], 1.0, 16000, rng), 16000)
+            files.append(path)
+        for name in args.models:
+            model = serving.load_model(name)
+            batched = folder_files_per_second(model, files, 32)
+            single = folder_files_per_second(model, files[:200], 1)
+            print(f"{model.name} ({model.parameter_count:,} parameters, {model.path})")
+            print(f"  serving_default, 1-s clips in batches of 64: {clips_per_second(model, 64, 20):8.1f} clips/s (goal >= 500)")
+            print(f"  serving_default, one 1-s clip:               {single_clip_ms(model, 50):8.2f} ms (goal < 10)")
+            print(f"  predict path, {len(files)} WAV files, 32 per call: {batched:8.1f} files/s")
+            print(f"  predict path, one file per call:             {single:8.1f} files/s")
+            print(f"  batched / one at a time:                     {batched / single:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
