@@ -1,0 +1,1 @@
+"""Networks: the scratch CNN and the pretrained YAMNet and VGGish backbones."""
