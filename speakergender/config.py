@@ -43,6 +43,9 @@ class FrontEndParams:
     window_hop_seconds: float = 0.48
     relative_gate_db: float = 30.0
     silence_floor_dbfs: float = -60.0
+    # Training crops (and validation windows) come from the speech: windows within this many
+    # dB of the recording's loudest, starting on the STFT hop grid.
+    crop_gate_db: float = 10.0
 
     def __post_init__(self):
         if self.feature_type not in FEATURE_TYPES:

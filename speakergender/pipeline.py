@@ -109,8 +109,8 @@ def make_dataset(
     Args:
       table: recordings with `path` and `gender` columns (see `corpora`).
       params: front-end parameters; features are [params.clip_frames, params.feature_bins].
-      training: shuffle each epoch, crop at random and augment; otherwise centred crops in the
-        table's order.
+      training: shuffle each epoch, crop at random among the windows that carry speech and
+        augment; otherwise take each recording's loudest window, in the table's order.
       batch_size: clips per batch (the last batch may be smaller).
       seed: fixes the shuffle order and every random crop and augmentation.
       augment_params: augmentations for training (off by default).
@@ -155,7 +155,9 @@ def make_dataset(
             path, label, waveform = element
             crop_seed, wave_seed, spec_seed = tf.unstack(
                 tf.random.experimental.stateless_split(example_seed, num=3))
-            window = windows.random_window(waveform, params.clip_samples, crop_seed)
+            window = windows.speech_window(waveform, params.clip_samples,
+                                           params.stft_hop_samples, params.crop_gate_db,
+                                           crop_seed)
             if augment_params.enabled:
                 window = augment.augment_waveform(
                     window, augment_params, wave_seed, params.sample_rate)
@@ -165,7 +167,8 @@ def make_dataset(
             return path, label, clip_features
     else:
         def to_features(path, label, waveform):
-            window = windows.center_window(waveform, params.clip_samples)
+            window = windows.speech_window(waveform, params.clip_samples,
+                                           params.stft_hop_samples, params.crop_gate_db)
             return path, label, features.waveform_to_features(window, params)
 
     dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,5 +1,5 @@
-"""What a run adds to TensorBoard beyond Keras' per-epoch scalars: hparams, test metrics,
-the confusion matrix and example spectrograms of each gender."""
+"""What a run adds to TensorBoard beyond Keras' per-epoch scalars: hparams, held-out metrics,
+the confusion matrix, ROC curve and per-speaker accuracy, and example spectrograms per gender."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from speakergender import features, pipeline, plots, windows
+from speakergender import features, metrics, pipeline, plots, windows
 from speakergender.config import FrontEndParams
 
 EXAMPLES_PER_GENDER = 3
@@ -41,9 +41,15 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
                             ("test/speaker_vote_accuracy", vote["accuracy"]),
                             ("test/speaker_vote_balanced_accuracy", vote["balanced_accuracy"])):
             tf.summary.scalar(name, value, step=0)
-        png = plots.to_png_bytes(plots.confusion_figure(clip["confusion"],
-                                                        "Clips of held-out speakers"))
-        tf.summary.image("test/confusion_matrix", tf.image.decode_png(png)[tf.newaxis], step=0)
+        labels, scores = pooled["label"].to_numpy(), pooled["probability"].to_numpy()
+        for name, figure in (
+                ("test/confusion_matrix",
+                 plots.confusion_figure(clip["confusion"], "Clips of held-out speakers")),
+                ("test/roc", plots.roc_figure({training["model"]: (labels, scores)})),
+                ("test/speaker_accuracy",
+                 plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)))):
+            png = plots.to_png_bytes(figure)
+            tf.summary.image(name, tf.image.decode_png(png)[tf.newaxis], step=0)
         for gender in (pipeline.FEMALE, pipeline.MALE):
             images = example_spectrograms(table[table["gender"] == gender], front_end)
             if images is not None:
@@ -61,7 +67,8 @@ def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.T
         if error.numpy():
             continue
         clip = features.waveform_to_features(
-            windows.center_window(waveform, front_end.clip_samples), front_end).numpy()
+            windows.speech_window(waveform, front_end.clip_samples, front_end.stft_hop_samples,
+                                  front_end.crop_gate_db), front_end).numpy()
         scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
         images.append(np.flipud(scaled.T)[..., np.newaxis])
     if not images:

@@ -60,6 +60,56 @@ def random_window(waveform: tf.Tensor, length: int, seed: tf.Tensor) -> tf.Tenso
     return tf.reshape(waveform[start:start + length], [length])
 
 
+def window_start_levels_db(waveform: tf.Tensor, length: int, hop: int) -> tf.Tensor:
+    """RMS level (dBFS) of the window starting at every `hop`-th sample, float32 [starts].
+
+    Args:
+      waveform: float32 [samples] with samples >= length.
+      length: window length in samples.
+      hop: spacing of candidate starts.
+    """
+    energy = tf.concat([[0.0], tf.cumsum(tf.square(tf.cast(waveform, tf.float64)))], axis=0)
+    starts = tf.range(0, tf.shape(waveform)[0] - length + 1, hop)
+    window_energy = tf.gather(energy, starts + length) - tf.gather(energy, starts)
+    power = tf.cast(tf.maximum(window_energy, 0.0), tf.float32) / length
+    return 10.0 * tf.math.log(power + 1e-12) / tf.math.log(10.0)
+
+
+def speech_window(waveform: tf.Tensor, length: int, hop: int, relative_gate_db: float,
+                  seed: tf.Tensor | None = None) -> tf.Tensor:
+    """A window that carries the recording's speech rather than its pauses.
+
+    Candidate windows start every `hop` samples; those within `relative_gate_db` of the
+    loudest are eligible. With a seed, one is drawn uniformly (training); without, the loudest
+    is taken (evaluation). Short recordings are padded as in `random_window` and
+    `center_window`. Cropping pauses would teach a model each speaker's room tone.
+
+    Args:
+      waveform: float32 [samples].
+      length: window length in samples.
+      hop: spacing of candidate starts in samples.
+      relative_gate_db: how far below the loudest window a candidate may be.
+      seed: int [2] stateless seed, or None for the deterministic choice.
+
+    Returns:
+      float32 [length].
+    """
+    samples = tf.shape(waveform)[0]
+    if seed is None:
+        waveform = pad_to_length(waveform, length)
+    else:
+        waveform = pad_to_length(waveform, tf.maximum(length, 2 * length - samples))
+    levels = window_start_levels_db(waveform, length, hop)
+    if seed is None:
+        index = tf.argmax(levels, output_type=tf.int32)
+    else:
+        eligible = levels >= tf.reduce_max(levels) - relative_gate_db
+        logits = tf.where(eligible, 0.0, -1e9)[tf.newaxis]
+        index = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[0, 0]
+    start = index * hop
+    return tf.reshape(waveform[start:start + length], [length])
+
+
 def frame_windows(waveforms: tf.Tensor, length: int, hop: int) -> tf.Tensor:
     """Every window of each recording; the last one is zero-padded at the end.
 
