@@ -64,7 +64,7 @@ def recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRe
 
 
 def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRecipe:
-    from speakergender.models.backbones import BACKBONES
+    from speakergender.models.backbones import BACKBONES, unfreeze_top_blocks
     spec = BACKBONES[backbone_name(kind)]
     source = params.backbone_handle or spec.default_handle
 
@@ -80,21 +80,15 @@ def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) 
     def freeze_backbone(model: keras.Model) -> None:
         _backbone_of(model).trainable = False
 
-    def unfreeze_top_blocks(model: keras.Model) -> None:
-        backbone = _backbone_of(model)
-        backbone.trainable = True
-        for layer in backbone.layers:
-            layer.trainable = False
-        for block in spec.blocks(backbone)[-params.fine_tune_blocks:]:
-            for layer in block:
-                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    def unfreeze_top(model: keras.Model) -> None:
+        unfreeze_top_blocks(_backbone_of(model), spec, params.fine_tune_blocks)
 
     def stages(model: keras.Model) -> list[Stage]:
         head = Stage("head", params.epochs, params.learning_rate, freeze_backbone)
         if kind.endswith("-frozen") or params.fine_tune_epochs == 0:
             return [head]
         return [head, Stage("fine-tuning", params.fine_tune_epochs,
-                            params.fine_tune_learning_rate, unfreeze_top_blocks)]
+                            params.fine_tune_learning_rate, unfreeze_top)]
 
     return ModelRecipe(build=build, stages=stages, front_end=front_end)
 
