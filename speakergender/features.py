@@ -99,7 +99,9 @@ def mfcc(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
       float32 [..., frames, mfcc_coefficients].
     """
     log_mel = log_mel_spectrogram(waveform, params)
-    cepstra = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :params.mfcc_coefficients]
+    # Not tf.signal.mfccs_from_log_mel_spectrograms: it scales every coefficient by
+    # sqrt(2 / bands), so its c0 is sqrt(2) times the orthonormal DCT's (the seed project's).
+    cepstra = tf.signal.dct(log_mel, type=2, norm="ortho")[..., :params.mfcc_coefficients]
     return cepstra * lifter_weights(params.mfcc_coefficients, params.mfcc_lifter)
 
 
