@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 import warnings
@@ -181,6 +182,10 @@ def run_experiment(
         shutil.copyfile(history_source, paths.output / "history.csv")
 
     version_dir = export_model(module, paths.output)
+    # The Keras model too, for tools that need its layers (Grad-CAM in `interpret`).
+    staging = paths.output / ".model-staging.keras"
+    module.classifier.save(staging)
+    os.replace(staging, paths.output / "model.keras")
     pooled = pd.concat(predictions, ignore_index=True)
     pooled.to_csv(paths.output / "predictions.csv", index=False)
     result = {

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import keras
@@ -58,8 +59,10 @@ class GenderClassifierModule(tf.Module):
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                      name="threshold")
         self._config_json = json.dumps(config or {}, sort_keys=True)
-        self._config_dir = tempfile.mkdtemp(prefix="speakergender-config-")
-        config_path = Path(self._config_dir) / CONFIG_ASSET
+        config_dir = tempfile.mkdtemp(prefix="speakergender-config-")
+        # The asset is copied into every SavedModel written; the source goes with the module.
+        weakref.finalize(self, shutil.rmtree, config_dir, True)
+        config_path = Path(config_dir) / CONFIG_ASSET
         config_path.write_text(self._config_json)
         self.config_file = tf.saved_model.Asset(str(config_path))
 
