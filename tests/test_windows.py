@@ -1,0 +1,118 @@
+"""Windows cut from ramps, whose values say where each sample came from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speakergender import windows
+
+
+def _ramp(samples: int, start: float = 1.0) -> tf.Tensor:
+    """start, start + 1, ...: non-zero, so padding (0) is told apart from signal."""
+    return tf.range(start, start + samples, dtype=tf.float32)
+
+
+def test_pad_to_length_centres_short_recordings():
+    np.testing.assert_array_equal(windows.pad_to_length(_ramp(3), 8).numpy(),
+                                  [0, 0, 1, 2, 3, 0, 0, 0])
+    # Batched: the last axis is padded, the others are left alone.
+    padded = windows.pad_to_length(tf.stack([_ramp(2), _ramp(2, 10)]), 5).numpy()
+    np.testing.assert_array_equal(padded, [[0, 1, 2, 0, 0], [0, 10, 11, 0, 0]])
+    # Long enough already: unchanged.
+    np.testing.assert_array_equal(windows.pad_to_length(_ramp(6), 4).numpy(), _ramp(6).numpy())
+
+
+def test_center_window():
+    np.testing.assert_array_equal(windows.center_window(_ramp(10), 4).numpy(), [4, 5, 6, 7])
+    np.testing.assert_array_equal(windows.center_window(_ramp(11), 4).numpy(), [4, 5, 6, 7])
+    np.testing.assert_array_equal(windows.center_window(_ramp(2), 5).numpy(), [0, 1, 2, 0, 0])
+    np.testing.assert_array_equal(windows.center_window(_ramp(4), 4).numpy(), [1, 2, 3, 4])
+    assert windows.center_window(tf.zeros([0]), 3).numpy().tolist() == [0, 0, 0]
+
+
+def _random_windows(signal: tf.Tensor, length: int, seeds: int) -> np.ndarray:
+    window = tf.function(lambda seed: windows.random_window(signal, length, seed))
+    return np.stack([window(tf.constant([seed, 7])).numpy() for seed in range(seeds)])
+
+
+def test_random_window_of_a_long_recording_is_a_contiguous_crop():
+    length, samples = 5, 9  # 5 possible starts
+    crops = _random_windows(_ramp(samples), length, 120)
+    assert crops.shape == (120, length)
+    np.testing.assert_array_equal(np.diff(crops, axis=1), 1.0)  # contiguous, never padded
+    starts = crops[:, 0] - 1
+    # Uniform over every start, the first and the last included.
+    assert set(starts.astype(int)) == set(range(samples - length + 1))
+
+
+def test_random_window_keeps_a_short_recording_whole_at_a_random_offset():
+    length, samples = 8, 3
+    crops = _random_windows(_ramp(samples), length, 120)
+    offsets = []
+    for crop in crops:
+        (nonzero,) = np.nonzero(crop)
+        np.testing.assert_array_equal(crop[nonzero], [1, 2, 3])  # the whole recording
+        assert np.count_nonzero(crop) == samples
+        offsets.append(nonzero[0])
+    assert set(offsets) == set(range(length - samples + 1))
+
+
+def test_random_window_repeats_with_its_seed():
+    signal = _ramp(100)
+    first = windows.random_window(signal, 10, tf.constant([3, 4])).numpy()
+    again = windows.random_window(signal, 10, tf.constant([3, 4])).numpy()
+    np.testing.assert_array_equal(first, again)
+    others = {windows.random_window(signal, 10, tf.constant([s, 4])).numpy()[0]
+              for s in range(20)}
+    assert len(others) > 1
+
+
+def test_frame_windows_pads_the_last_window_at_the_end():
+    framed = windows.frame_windows(_ramp(11)[tf.newaxis], 4, 3).numpy()
+    np.testing.assert_array_equal(framed[0], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10],
+                                              [10, 11, 0, 0]])
+    # Exactly three windows: no extra padded one.
+    framed = windows.frame_windows(_ramp(10)[tf.newaxis], 4, 3).numpy()
+    np.testing.assert_array_equal(framed[0], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]])
+
+
+def test_frame_windows_centres_a_short_recording():
+    framed = windows.frame_windows(tf.stack([_ramp(2), _ramp(2, 5)]), 4, 3).numpy()
+    np.testing.assert_array_equal(framed, [[[0, 1, 2, 0]], [[0, 5, 6, 0]]])
+    # As center_window does.
+    np.testing.assert_array_equal(framed[0, 0], windows.center_window(_ramp(2), 4).numpy())
+
+
+@pytest.mark.parametrize("length,hop", [(4, 3), (5, 5), (6, 2)])
+def test_window_count_agrees_with_frame_windows(length, hop):
+    lengths = list(range(1, 25))
+    counts = windows.window_count(tf.constant(lengths), length, hop).numpy()
+    for samples, count in zip(lengths, counts):
+        assert count == windows.frame_windows(_ramp(samples)[tf.newaxis], length, hop).shape[1]
+        # Every sample lies in some window, and the last window starts inside the recording.
+        assert (count - 1) * hop + length >= samples
+        assert count == 1 or (count - 1) * hop < samples
+
+
+def test_window_levels_db():
+    t = np.arange(16000) / 16000
+    sine = np.sin(2 * np.pi * 100 * t).astype(np.float32)
+    levels = windows.window_levels_db(tf.constant([[sine, 0.1 * sine, 0 * sine]])).numpy()[0]
+    # A full-scale sine is at -3.01 dBFS (RMS 1/sqrt 2); a tenth of it 20 dB lower.
+    np.testing.assert_allclose(levels[:2], [-3.0103, -23.0103], atol=1e-3)
+    assert levels[2] == pytest.approx(-120.0)
+
+
+def test_sounding_window_mask():
+    levels = tf.constant([[-10.0, -20.0, -40.0, -41.0, -70.0],
+                          [-80.0, -90.0, -100.0, -120.0, -120.0],
+                          [-55.0, -59.0, -61.0, -85.0, -90.0]])
+    mask = windows.sounding_window_mask(levels, relative_gate_db=30.0,
+                                        silence_floor_dbfs=-60.0).numpy()
+    np.testing.assert_array_equal(mask, [
+        [True, True, True, False, False],      # within 30 dB of the loudest (-10)
+        [False, False, False, False, False],   # all below the floor: silent recording
+        [True, True, False, False, False],     # the floor cuts before the relative gate
+    ])
