@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cross-validation", action="store_true", help=(
         "compare the runs' own speaker-disjoint cross-validation figures (from each run "
         "folder's metrics.json) instead of scoring recordings"))
-    parser.add_argument("--models-dir", type=Path, default=Path("saved_models"))
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--models-dir", type=Path, default=Path("saved_models"),
+                        help="where run names and the default model list are looked up")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="files per model call")
     parser.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     parser.add_argument("--csv", type=Path, help="also write the table to this CSV file")
     parser.add_argument("--plots", type=Path,

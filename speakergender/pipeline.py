@@ -26,12 +26,16 @@ LABEL_NAMES = (MALE, FEMALE)  # index = label: 1 means female
 class SkipLog:
     """Counts the files a pipeline skipped and writes each one's path and reason to a log.
 
+    One log may serve several datasets (folds, validation, scoring) that read the same bad
+    file; `skipped` counts distinct files, `count` every time one was skipped.
+
     Args:
       log_path: a text file the reasons are appended to; stderr where None.
     """
 
     def __init__(self, log_path: str | Path | None = None):
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_files")
+        self._paths = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
         self.log_path = Path(log_path) if log_path else None
         self._stream = f"file://{self.log_path}" if self.log_path else sys.stderr
 
@@ -42,13 +46,15 @@ class SkipLog:
         def log():
             tf.print("skipped", path, ":", error, output_stream=self._stream)
             self.count.assign_add(1)
+            self._paths.insert(path[tf.newaxis], tf.ones([1], tf.int64))
             return tf.constant(True)
 
         return tf.cond(failed, log, lambda: tf.constant(False))
 
     @property
     def skipped(self) -> int:
-        return int(self.count.numpy())
+        """How many distinct files were skipped."""
+        return int(self._paths.size().numpy())
 
     def reasons(self) -> list[str]:
         """Logged lines (only where a log file was given)."""
@@ -156,7 +162,7 @@ def make_dataset(
             crop_seed, wave_seed, spec_seed = tf.unstack(
                 tf.random.experimental.stateless_split(example_seed, num=3))
             window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.crop_gate_db,
+                                           params.stft_hop_samples, params.speech_gate_db,
                                            crop_seed)
             if augment_params.enabled:
                 window = augment.augment_waveform(
@@ -168,7 +174,7 @@ def make_dataset(
     else:
         def to_features(path, label, waveform):
             window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.crop_gate_db)
+                                           params.stft_hop_samples, params.speech_gate_db)
             return path, label, features.waveform_to_features(window, params)
 
     dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

@@ -39,7 +39,10 @@ class LoadedModel:
 
     @property
     def parameter_count(self) -> int:
-        return int(sum(np.prod(v.shape) for v in self.module.variables
+        """Weights the model computes with (calibration scalars and optimizer state aside)."""
+        # A loaded SavedModel is a plain trackable without `.variables`; its signatures list
+        # the variables they capture.
+        return int(sum(np.prod(v.shape) for v in self.classify_wav.variables
                        if v.name.split(":")[0] not in ("temperature", "threshold")))
 
 

@@ -53,14 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
                           help="most epochs (for backbones: of the head-only stage)")
-    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
+    training.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                          help="clips per training step")
+    training.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate,
+                          help="Adam learning rate (for backbones: of the head-only stage)")
     training.add_argument("--patience", type=int, default=DEFAULTS.early_stopping_patience,
                           help="stop after this many epochs without a lower validation loss")
     training.add_argument("--fine-tune-epochs", type=int, default=DEFAULTS.fine_tune_epochs,
                           help="backbones: epochs with the top blocks unfrozen (0: head only)")
     training.add_argument("--fine-tune-learning-rate", type=float,
-                          default=DEFAULTS.fine_tune_learning_rate)
+                          default=DEFAULTS.fine_tune_learning_rate,
+                          help="backbones: learning rate once the top blocks are unfrozen")
     training.add_argument("--fine-tune-blocks", type=int, default=DEFAULTS.fine_tune_blocks,
                           help="backbones: how many top blocks to unfreeze")
     training.add_argument("--no-class-weights", action="store_true",
