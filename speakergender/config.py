@@ -38,14 +38,13 @@ class FrontEndParams:
     feature_type: str = "log_mel"
     mfcc_coefficients: int = 12
     mfcc_lifter: int = 22
-    # Serving: windows of clip_seconds every window_hop_seconds; windows quieter than the
-    # loudest by more than relative_gate_db, or below silence_floor_dbfs, are not scored.
+    # Which windows carry the speech: those within speech_gate_db of the recording's loudest
+    # window and above silence_floor_dbfs. Training crops are drawn among them (on the STFT hop
+    # grid); serving cuts windows every window_hop_seconds and averages the ones that pass.
+    # One gate for both, so the model is served the kind of window it was trained on.
     window_hop_seconds: float = 0.48
-    relative_gate_db: float = 30.0
+    speech_gate_db: float = 10.0
     silence_floor_dbfs: float = -60.0
-    # Training crops (and validation windows) come from the speech: windows within this many
-    # dB of the recording's loudest, starting on the STFT hop grid.
-    crop_gate_db: float = 10.0
 
     def __post_init__(self):
         if self.feature_type not in FEATURE_TYPES:

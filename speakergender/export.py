@@ -88,7 +88,7 @@ class GenderClassifierModule(tf.Module):
                                             params.window_hop_samples)
         own_window = tf.sequence_mask(window_count, count)
         sounding = own_window & windows.sounding_window_mask(
-            windows.window_levels_db(framed), params.relative_gate_db, params.silence_floor_dbfs)
+            windows.window_levels_db(framed), params.speech_gate_db, params.silence_floor_dbfs)
         clip_features = features.waveform_to_features(
             tf.reshape(framed, [-1, params.clip_samples]), params)
         clip_features = tf.ensure_shape(clip_features, [None, *params.feature_shape])
