@@ -47,6 +47,19 @@ class RunPaths:
         return self.output / "work" / name
 
 
+def json_text(value) -> str:
+    """Strict JSON (undefined metrics such as an F1 with no positives become null)."""
+    def clean(item):
+        if isinstance(item, float) and item != item:
+            return None
+        if isinstance(item, dict):
+            return {key: clean(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(inner) for inner in item]
+        return item
+    return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
+
+
 def run_config(front_end: FrontEndParams, params: TrainParams, data: dict) -> dict:
     return {"front_end": config_lib.to_dict(front_end), "training": config_lib.to_dict(params),
             "data": data}
@@ -159,7 +172,7 @@ def run_experiment(
                       temperature=float(module.temperature.numpy()),
                       train_seconds=round(train_seconds, 1))
         scored.assign(fold=name).to_csv(fold_dir / "predictions.csv", index=False)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        report_path.write_text(json_text(report))
         reports.append(report)
         predictions.append(scored.assign(fold=name))
         modules[name] = module
@@ -202,7 +215,7 @@ def run_experiment(
         "saved_model": str(version_dir),
         "skipped_files": skip_log.skipped,
     }
-    paths.metrics.write_text(json.dumps(result, indent=2) + "\n")
+    paths.metrics.write_text(json_text(result))
     _write_figures(paths.output, pooled, result)
     if paths.logs:
         tensorboard_logs.write_run_summary(paths.logs, config, result, pooled,

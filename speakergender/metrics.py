@@ -143,11 +143,13 @@ def summarize_folds(reports: Sequence[dict[str, object]]) -> dict[str, object]:
 
 
 def _fold_statistics(reports: Sequence[dict[str, object]], level: str) -> dict[str, object]:
+    # Reports read back from JSON carry undefined metrics as None.
     keys = [key for key, value in reports[0][level].items()
-            if isinstance(value, (int, float)) and key != "count"]
-    return {key: {"mean": float(np.nanmean([r[level][key] for r in reports])),
-                  "std": float(np.nanstd([r[level][key] for r in reports]))}
-            for key in keys}
+            if (value is None or isinstance(value, (int, float))) and key != "count"]
+    values = {key: np.array([np.nan if r[level][key] is None else r[level][key]
+                             for r in reports], dtype=float) for key in keys}
+    return {key: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v))}
+            for key, v in values.items()}
 
 
 def format_table(rows: dict[str, dict[str, object]],
