@@ -89,7 +89,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch: saves model and optimizer state, tracks the best validation loss.
 
     The state file is replaced atomically after the checkpoint it names is complete, so a
-    kill at any moment leaves the previous epoch's state intact.
+    kill at any moment leaves the previous epoch's state intact. It also records how many rows
+    the epoch history CSV had then (the CSVLogger must run before this callback), so a resumed
+    run drops the row of an epoch that was logged but not checkpointed.
     """
 
     def __init__(self, directory: Path, stage_index: int, patience: int):
@@ -102,8 +104,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         state = self.state
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
-        prefix = checkpoint.write(str(self.directory / f"stage{self.stage_index}-epoch{epoch}"))
+        prefix = str(self.directory / f"stage{self.stage_index}-epoch{epoch}")
+        save_checkpoint(self.model, prefix)
         val_loss = float(logs.get("val_loss", logs.get("loss", math.inf)))
         if val_loss < state.get("best_val_loss", math.inf):
             state["best_val_loss"] = val_loss
@@ -112,12 +114,34 @@ class EpochCheckpoint(keras.callbacks.Callback):
         else:
             state["epochs_since_best"] = state.get("epochs_since_best", 0) + 1
         previous = state.get("last_checkpoint")
-        state.update(stage=self.stage_index, epoch=epoch, last_checkpoint=prefix)
+        state.update(stage=self.stage_index, epoch=epoch, last_checkpoint=prefix,
+                     history_rows=len(_history_lines(self.directory / HISTORY_FILE)) - 1)
         write_state(self.directory, state)
         if previous and previous not in (prefix, state.get("best_checkpoint")):
             remove_checkpoint(previous)
         if state["epochs_since_best"] >= self.patience:
             self.model.stop_training = True
+
+
+HISTORY_FILE = "history.csv"
+
+
+def _history_lines(path: Path) -> list[str]:
+    """Complete lines of the epoch history CSV (header first), [] if there is none."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return text.splitlines(keepends=True) if text.endswith("\n") else \
+        text.splitlines(keepends=True)[:-1]
+
+
+def _truncate_history(path: Path, rows: int | None) -> None:
+    """Keeps the header and the first `rows` epochs: those a checkpoint covers."""
+    if rows is None or not path.exists():
+        return
+    lines = _history_lines(path)
+    if len(lines) != rows + 1:
+        path.write_text("".join(lines[:rows + 1]))
 
 
 def read_state(directory: Path) -> dict:
@@ -131,14 +155,38 @@ def write_state(directory: Path, state: dict) -> None:
     os.replace(temporary, directory / "state.json")
 
 
+def save_checkpoint(model: keras.Model, prefix: str) -> None:
+    """Writes the model's weights and its optimizer's state under `prefix`.
+
+    Weights go to a Keras weights file (by layer, whatever the optimizer), renamed into place
+    once complete; the optimizer's state to a TF checkpoint, which TF writes atomically.
+    """
+    staging = prefix + ".staging.weights.h5"
+    model.save_weights(staging)
+    os.replace(staging, prefix + ".weights.h5")
+    tf.train.Checkpoint(optimizer=model.optimizer).write(prefix + "-optimizer")
+
+
 def remove_checkpoint(prefix: str) -> None:
-    for path in Path(prefix).parent.glob(Path(prefix).name + ".*"):
+    Path(prefix + ".weights.h5").unlink(missing_ok=True)
+    for path in Path(prefix).parent.glob(Path(prefix).name + "-optimizer.*"):
         path.unlink(missing_ok=True)
 
 
-def restore(model: keras.Model, prefix: str) -> None:
-    """Loads model (and optimizer, where built) variables from a checkpoint prefix."""
-    tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(prefix).expect_partial()
+def restore(model: keras.Model, prefix: str, with_optimizer: bool = False) -> None:
+    """Loads the model's weights (and its optimizer's state) saved by `save_checkpoint`.
+
+    The optimizer's state only fits the stage it was saved in: another stage trains other
+    variables, so its optimizer tracks a different list.
+    """
+    with warnings.catch_warnings():
+        # Keras stores the optimizer in the weights file too and warns when a later stage's
+        # optimizer differs; its state comes from the separate checkpoint below.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(prefix + ".weights.h5")
+    if with_optimizer:
+        tf.train.Checkpoint(optimizer=model.optimizer).read(
+            prefix + "-optimizer").expect_partial()
 
 
 def train_model(
@@ -174,6 +222,9 @@ def train_model(
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or tf.distribute.get_strategy()
+    # Before the datasets too: their shuffle and crop draws combine `seed` with TensorFlow's
+    # global seed, which an earlier run in the same process would otherwise have left set.
+    keras.utils.set_random_seed(params.seed)
     weights = pipeline.class_weights(train_table) if params.class_balance == "weights" else None
     train_data = pipeline.make_dataset(
         train_table, front_end, training=True, batch_size=params.batch_size, seed=params.seed,
@@ -183,12 +234,14 @@ def train_model(
         validation_table, front_end, training=False, batch_size=params.batch_size,
         sample_weights=weights, cache=True, skip_log=skip_log)
 
-    keras.utils.set_random_seed(params.seed)
+    keras.utils.set_random_seed(params.seed)  # the model's initial weights
     with strategy.scope():
         model = build()
     plan = stages(model)
     state = read_state(work_dir)
-    history_path = work_dir / "history.csv"
+    history_path = work_dir / HISTORY_FILE
+    # A run killed between logging an epoch and checkpointing it redoes that epoch.
+    _truncate_history(history_path, state.get("history_rows"))
     for index, stage in enumerate(plan):
         if state.get("completed_stages", 0) > index:
             continue
@@ -198,7 +251,7 @@ def train_model(
             model.optimizer.build(model.trainable_variables)
         initial_epoch = 0
         if state.get("stage") == index and "last_checkpoint" in state:
-            restore(model, state["last_checkpoint"])
+            restore(model, state["last_checkpoint"], with_optimizer=True)
             initial_epoch = state["epoch"] + 1
             print(f"resuming {stage.name} from epoch {initial_epoch + 1} "
                   f"({work_dir})", flush=True)
@@ -206,8 +259,9 @@ def train_model(
             restore(model, state["best_checkpoint"])
         if initial_epoch < stage.epochs and state.get("epochs_since_best", 0) < params.early_stopping_patience:
             callbacks = [
-                EpochCheckpoint(work_dir, index, params.early_stopping_patience),
+                # The history row first: the checkpoint state counts it.
                 keras.callbacks.CSVLogger(str(history_path), append=True),
+                EpochCheckpoint(work_dir, index, params.early_stopping_patience),
             ]
             if log_dir is not None:
                 callbacks.append(keras.callbacks.TensorBoard(str(log_dir), update_freq="epoch"))
