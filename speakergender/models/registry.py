@@ -73,7 +73,9 @@ def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) 
         spec.load_weights(backbone, source)
         inputs = keras.Input(shape=front_end.feature_shape, name="features")
         embedding = backbone(inputs)
-        x = keras.layers.Dropout(0.3, name="head_dropout")(embedding)
+        # Pretrained embeddings are unnormalised; a linear head on them learns slowly.
+        x = keras.layers.LayerNormalization(name="head_norm")(embedding)
+        x = keras.layers.Dropout(0.3, name="head_dropout")(x)
         logits = keras.layers.Dense(1, name="logits")(x)
         return keras.Model(inputs, logits, name=f"{kind.replace('-', '_')}_classifier")
 
