@@ -38,12 +38,13 @@ class FrontEndParams:
     feature_type: str = "log_mel"
     mfcc_coefficients: int = 12
     mfcc_lifter: int = 22
-    # Which windows carry the speech: those within speech_gate_db of the recording's loudest
-    # window and above silence_floor_dbfs. Training crops are drawn among them (on the STFT hop
-    # grid); serving cuts windows every window_hop_seconds and averages the ones that pass.
-    # One gate for both, so the model is served the kind of window it was trained on.
+    # Training crops are drawn among the windows within crop_gate_db of a recording's loudest
+    # (on the STFT hop grid), so they carry speech. Serving cuts windows every
+    # window_hop_seconds and averages all but near-silence: those within serving_gate_db of the
+    # loudest and above silence_floor_dbfs. Averaging more windows steadies the score.
     window_hop_seconds: float = 0.48
-    speech_gate_db: float = 10.0
+    crop_gate_db: float = 10.0
+    serving_gate_db: float = 30.0
     silence_floor_dbfs: float = -60.0
 
     def __post_init__(self):

@@ -77,7 +77,8 @@ class GenderClassifierModule(tf.Module):
         Returns:
           female_probability [batch], label string [batch] ("female", "male" or "no speech"),
           logits [batch] (calibrated, averaged over sounding windows), window_logits
-          [batch, windows], window_sounding bool [batch, windows] and window_count int32
+          [batch, windows], window_sounding bool [batch, windows], window_level_db float32
+          [batch, windows] (RMS level, dBFS) and window_count int32
           [batch] (a row's windows beyond its count cover padding only).
         """
         params = self.front_end
@@ -87,8 +88,9 @@ class GenderClassifierModule(tf.Module):
         window_count = windows.window_count(lengths, params.clip_samples,
                                             params.window_hop_samples)
         own_window = tf.sequence_mask(window_count, count)
+        levels_db = windows.window_levels_db(framed)
         sounding = own_window & windows.sounding_window_mask(
-            windows.window_levels_db(framed), params.speech_gate_db, params.silence_floor_dbfs)
+            levels_db, params.serving_gate_db, params.silence_floor_dbfs)
         clip_features = features.waveform_to_features(
             tf.reshape(framed, [-1, params.clip_samples]), params)
         clip_features = tf.ensure_shape(clip_features, [None, *params.feature_shape])
@@ -106,6 +108,7 @@ class GenderClassifierModule(tf.Module):
             "logits": logits,
             "window_logits": window_logits,
             "window_sounding": sounding,
+            "window_level_db": levels_db,
             "window_count": window_count,
         }
 

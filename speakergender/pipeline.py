@@ -162,7 +162,7 @@ def make_dataset(
             crop_seed, wave_seed, spec_seed = tf.unstack(
                 tf.random.experimental.stateless_split(example_seed, num=3))
             window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.speech_gate_db,
+                                           params.stft_hop_samples, params.crop_gate_db,
                                            crop_seed)
             if augment_params.enabled:
                 window = augment.augment_waveform(
@@ -174,7 +174,7 @@ def make_dataset(
     else:
         def to_features(path, label, waveform):
             window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.speech_gate_db)
+                                           params.stft_hop_samples, params.crop_gate_db)
             return path, label, features.waveform_to_features(window, params)
 
     dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

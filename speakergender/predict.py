@@ -14,6 +14,9 @@ from pathlib import Path
 
 # Windows whose female probabilities spread this much (standard deviation) disagree.
 DISAGREEMENT_STD = 0.25
+# Only windows this close to a recording's loudest are compared: full of speech, like the
+# windows the model trained on, rather than a tail of silence.
+DISAGREEMENT_GATE_DB = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +52,12 @@ def decide(result, threshold: float | None) -> str:
 
 
 def windows_disagree(result) -> bool:
-    probabilities = [p for p, sounding in zip(result.window_probabilities,
-                                              result.window_sounding) if sounding]
+    if not result.window_level_db:
+        return False
+    loudest = max(result.window_level_db)
+    probabilities = [p for p, sounding, level in zip(
+        result.window_probabilities, result.window_sounding, result.window_level_db)
+        if sounding and level >= loudest - DISAGREEMENT_GATE_DB]
     if len(probabilities) < 2:
         return False
     mean = sum(probabilities) / len(probabilities)

@@ -140,6 +140,7 @@ class FileResult:
     duration_seconds: float = float("nan")
     window_probabilities: list[float] = dataclasses.field(default_factory=list)
     window_sounding: list[bool] = dataclasses.field(default_factory=list)
+    window_level_db: list[float] = dataclasses.field(default_factory=list)
 
 
 def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 32,
@@ -185,4 +186,5 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
                 female_probability=float(outputs["female_probability"][index]),
                 duration_seconds=float(outputs["duration_seconds"][index]),
                 window_probabilities=window_probabilities[index, :windows].tolist(),
-                window_sounding=outputs["window_sounding"][index, :windows].tolist())
+                window_sounding=outputs["window_sounding"][index, :windows].tolist(),
+                window_level_db=outputs["window_level_db"][index, :windows].tolist())

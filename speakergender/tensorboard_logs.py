@@ -68,7 +68,7 @@ def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.T
             continue
         clip = features.waveform_to_features(
             windows.speech_window(waveform, front_end.clip_samples, front_end.stft_hop_samples,
-                                  front_end.speech_gate_db), front_end).numpy()
+                                  front_end.crop_gate_db), front_end).numpy()
         scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
         images.append(np.flipud(scaled.T)[..., np.newaxis])
     if not images:
