@@ -6,14 +6,11 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from speakergender.metrics import CLASS_NAMES, roc_auc, roc_curve  # noqa: E402
+from speakergender.metrics import CLASS_NAMES, roc_auc, roc_curve
 
 
 def confusion_figure(confusion, title: str = "Confusion matrix") -> plt.Figure:

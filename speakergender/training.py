@@ -12,6 +12,7 @@ import json
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -304,8 +305,7 @@ def score_recordings(
     recordings = pipeline.recordings_dataset(table["path"].to_numpy(), module.front_end, skip_log)
     batches = recordings.map(lambda path, waveform: (path, waveform, tf.shape(waveform)[0]))
     batches = batches.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    score = tf.function(module.score_recordings, input_signature=[
-        tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    score = _scoring_function(module)
     rows = []
     for paths, waveforms, lengths in batches:
         outputs = score(waveforms, lengths)
@@ -314,6 +314,18 @@ def score_recordings(
     scored = pd.DataFrame(rows, columns=["path", "logit", "probability"])
     scored = table[["path", "speaker", "gender"]].merge(scored, on="path", how="inner")
     return scored.assign(label=(scored["gender"] == pipeline.FEMALE).astype(int))
+
+
+# module -> its traced scoring function; entries go with their modules.
+_SCORING_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _scoring_function(module: GenderClassifierModule):
+    """One traced scoring function per module, however often it scores."""
+    if module not in _SCORING_FUNCTIONS:
+        _SCORING_FUNCTIONS[module] = tf.function(module.score_recordings, input_signature=[
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    return _SCORING_FUNCTIONS[module]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
