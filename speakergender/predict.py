@@ -52,11 +52,10 @@ def decide(result, threshold: float | None) -> str:
 
 
 def windows_disagree(result) -> bool:
-    if not result.window_level_db:
-        return False
-    loudest = max(result.window_level_db)
+    levels = result.window_level_db or [0.0] * len(result.window_probabilities)
+    loudest = max(levels, default=0.0)
     probabilities = [p for p, sounding, level in zip(
-        result.window_probabilities, result.window_sounding, result.window_level_db)
+        result.window_probabilities, result.window_sounding, levels)
         if sounding and level >= loudest - DISAGREEMENT_GATE_DB]
     if len(probabilities) < 2:
         return False

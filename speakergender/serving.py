@@ -187,4 +187,6 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
                 duration_seconds=float(outputs["duration_seconds"][index]),
                 window_probabilities=window_probabilities[index, :windows].tolist(),
                 window_sounding=outputs["window_sounding"][index, :windows].tolist(),
-                window_level_db=outputs["window_level_db"][index, :windows].tolist())
+                # Absent from models exported before it was added.
+                window_level_db=outputs["window_level_db"][index, :windows].tolist()
+                if "window_level_db" in outputs else [])
