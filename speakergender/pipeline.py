@@ -147,7 +147,6 @@ def make_dataset(
     # cannot be read between listing and reading, which tf.data logs as a warning.
     dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.filter(lambda path, label, waveform, failed: tf.logical_not(failed))
-    dataset = dataset.map(lambda path, label, waveform, failed: (path, label, waveform))
     if cache:
         dataset = dataset.cache("" if cache is True else str(cache))
 
@@ -157,8 +156,8 @@ def make_dataset(
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
 
-        def to_features(element, example_seed):
-            path, label, waveform = element
+        def to_window(element, example_seed):
+            path, label, waveform, _ = element
             crop_seed, wave_seed, spec_seed = tf.unstack(
                 tf.random.experimental.stateless_split(example_seed, num=3))
             window = windows.speech_window(waveform, params.clip_samples,
@@ -167,21 +166,25 @@ def make_dataset(
             if augment_params.enabled:
                 window = augment.augment_waveform(
                     window, augment_params, wave_seed, params.sample_rate)
-            clip_features = features.waveform_to_features(window, params)
-            if augment_params.enabled:
-                clip_features = augment.spec_augment(clip_features, augment_params, spec_seed)
-            return path, label, clip_features
+            return path, label, window, spec_seed
     else:
-        def to_features(path, label, waveform):
+        def to_window(path, label, waveform, failed):
             window = windows.speech_window(waveform, params.clip_samples,
                                            params.stft_hop_samples, params.crop_gate_db)
-            return path, label, features.waveform_to_features(window, params)
+            return path, label, window, tf.zeros([2], tf.int64)
 
-    dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(to_window, num_parallel_calls=tf.data.AUTOTUNE)
+    spec_augmenting = training and bool(augment_params.time_masks or augment_params.frequency_masks)
 
-    def arrange(path, label, clip_features):
-        clip_features = tf.ensure_shape(clip_features, params.feature_shape)
-        element = (clip_features, label)
+    # Features are computed a batch at a time: one STFT over the batch costs far less than one
+    # per clip, whose per-op overhead dominates at this size.
+    def to_features(path, label, window, spec_seed):
+        batch_features = features.waveform_to_features(window, params)
+        if spec_augmenting:
+            batch_features = tf.map_fn(
+                lambda pair: augment.spec_augment(pair[0], augment_params, pair[1]),
+                (batch_features, spec_seed), fn_output_signature=tf.float32)
+        element = (tf.ensure_shape(batch_features, [None, *params.feature_shape]), label)
         if sample_weights is not None:
             weights = tf.constant([sample_weights[0], sample_weights[1]], tf.float32)
             element += (tf.gather(weights, tf.cast(label, tf.int32)),)
@@ -189,8 +192,9 @@ def make_dataset(
             element += (path,)
         return element
 
-    dataset = dataset.map(arrange, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(options)
 
 
