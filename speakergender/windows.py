@@ -110,8 +110,16 @@ def speech_window(waveform: tf.Tensor, length: int, hop: int, relative_gate_db: 
     return tf.reshape(waveform[start:start + length], [length])
 
 
+def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:
+    """How many windows `frame_windows` cuts from recordings of these lengths, int32 [batch]."""
+    return 1 + (tf.maximum(lengths, length) - length + hop // 2) // hop
+
+
 def frame_windows(waveforms: tf.Tensor, length: int, hop: int) -> tf.Tensor:
-    """Every window of each recording; the last one is zero-padded at the end.
+    """Every window of each recording, the first starting at its first sample.
+
+    A tail shorter than half a hop gets no window of its own (a 1.0 s clip is one 0.975 s
+    window, not two); a longer tail gets one, zero-padded at the end.
 
     Args:
       waveforms: float32 [batch, samples], any number of samples.
@@ -124,14 +132,10 @@ def frame_windows(waveforms: tf.Tensor, length: int, hop: int) -> tf.Tensor:
     """
     waveforms = pad_to_length(waveforms, length)
     samples = tf.shape(waveforms)[-1]
-    windows = 1 + (samples - length + hop - 1) // hop
-    padded = tf.pad(waveforms, [[0, 0], [0, (windows - 1) * hop + length - samples]])
+    count = window_count(samples, length, hop)
+    span = (count - 1) * hop + length
+    padded = tf.pad(waveforms, [[0, 0], [0, tf.maximum(span - samples, 0)]])[:, :span]
     return tf.signal.frame(padded, length, hop)
-
-
-def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:
-    """How many windows `frame_windows` cuts from recordings of these lengths, int32 [batch]."""
-    return 1 + (tf.maximum(lengths, length) - length + hop - 1) // hop
 
 
 def window_levels_db(windows: tf.Tensor) -> tf.Tensor:

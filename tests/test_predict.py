@@ -108,7 +108,7 @@ def test_every_good_file_is_classified(json_rows):
         row = json_rows[name]
         assert row["error"] == "" and row["label"] in ("female", "male"), row
         assert row["duration_seconds"] == pytest.approx(1.5, abs=0.01)
-        assert row["windows"] == 3  # 1.5 s: windows at 0, 0.48 and 0.96 s
+        assert row["windows"] == 2  # 1.5 s: windows at 0 and 0.48 s; the 45 ms tail gets none
 
 
 def test_encodings_give_the_same_answer(json_rows):
@@ -168,15 +168,17 @@ def test_threshold_changes_labels(model_dir, audio_folder, json_rows):
     _, out, _ = _predict([str(model_dir), folder, "--json", "--threshold", "1"])
     rows = {Path(r["path"]).stem: r for r in map(json.loads, out.splitlines())}
     for name in GOOD:
-        expected = "female" if rows[name]["female_probability"] >= 1.0 else "male"
-        assert rows[name]["label"] == expected
+        # Printed probabilities are rounded: one shown as 1.0 may fall either side of 1.
+        if rows[name]["female_probability"] < 1.0:
+            assert rows[name]["label"] == "male"
     assert any(json_rows[name]["label"] == "female" and rows[name]["label"] == "male"
                for name in GOOD)
 
 
 @pytest.fixture(scope="module")
 def changing_speaker(tmp_path_factory) -> Path:
-    """Three clips of a female voice, then three of a male voice: 6 s, 12 windows."""
+    """Three clips of a female voice, then three of a male voice: 6 s, 11 windows (the last
+    0.225 s, under half a hop, gets none of its own)."""
     rng = np.random.default_rng(31)
     female, male = (synthetic.speaker_voice(g, rng) for g in ("female", "male"))
     clips = [synthetic.utterance(female, 1.0, RATE, rng) for _ in range(3)]
@@ -190,9 +192,9 @@ def test_timeline_shows_windows_that_disagree(model_dir, changing_speaker):
     assert status == 0
     (row,) = [json.loads(line) for line in out.splitlines()]
     timeline = row["timeline"]
-    assert row["windows"] == len(timeline) == 12
+    assert row["windows"] == len(timeline) == 11
     assert [w["start_seconds"] for w in timeline] == pytest.approx(
-        [0.48 * i for i in range(12)])
+        [0.48 * i for i in range(11)])
     probabilities = [w["female_probability"] for w in timeline]
     # The female half first, the male half last.
     assert min(probabilities[:4]) > 0.5 > max(probabilities[-4:])
@@ -202,5 +204,5 @@ def test_timeline_shows_windows_that_disagree(model_dir, changing_speaker):
     lines = out.splitlines()
     assert "windows disagree" in lines[1]
     window_lines = [line for line in lines if line.strip().startswith("@")]
-    assert len(window_lines) == 12
+    assert len(window_lines) == 11
     assert window_lines[5].split()[0:2] == ["@", "2.40s"]
