@@ -1,7 +1,8 @@
 """Fixed-length windows cut from recordings of any length, and which of them carry sound.
 
-Training sees one window per recording (a random crop, or the centre for evaluation); serving
-cuts every window of a recording, drops the silent ones and averages the rest.
+Training sees one window per recording (drawn among the windows that carry speech; the loudest
+for evaluation); serving cuts every window of a recording, drops the silent ones and averages
+the rest.
 """
 
 from __future__ import annotations
@@ -41,25 +42,6 @@ def center_window(waveform: tf.Tensor, length: int) -> tf.Tensor:
     return tf.reshape(waveform[start:start + length], [length])
 
 
-def random_window(waveform: tf.Tensor, length: int, seed: tf.Tensor) -> tf.Tensor:
-    """A uniformly placed `length`-sample window; short recordings land at a random offset.
-
-    Args:
-      waveform: float32 [samples].
-      length: window length in samples.
-      seed: int32/int64 [2] seed for the stateless draw, so runs repeat exactly.
-
-    Returns:
-      float32 [length].
-    """
-    samples = tf.shape(waveform)[0]
-    # Short recordings: pad to twice the gap so the voice can sit anywhere in the window.
-    waveform = pad_to_length(waveform, tf.maximum(length, 2 * length - samples))
-    slack = tf.shape(waveform)[0] - length
-    start = tf.random.stateless_uniform([], seed, minval=0, maxval=slack + 1, dtype=tf.int32)
-    return tf.reshape(waveform[start:start + length], [length])
-
-
 def window_start_levels_db(waveform: tf.Tensor, length: int, hop: int) -> tf.Tensor:
     """RMS level (dBFS) of the window starting at every `hop`-th sample, float32 [starts].
 
@@ -81,8 +63,8 @@ def speech_window(waveform: tf.Tensor, length: int, hop: int, relative_gate_db: 
 
     Candidate windows start every `hop` samples; those within `relative_gate_db` of the
     loudest are eligible. With a seed, one is drawn uniformly (training); without, the loudest
-    is taken (evaluation). Short recordings are padded as in `random_window` and
-    `center_window`. Cropping pauses would teach a model each speaker's room tone.
+    is taken (evaluation). Short recordings land at a random offset (training) or
+    centred (evaluation), as `center_window` does. Cropping pauses would teach a model each speaker's room tone.
 
     Args:
       waveform: float32 [samples].

@@ -32,12 +32,17 @@ def test_center_window():
     assert windows.center_window(tf.zeros([0]), 3).numpy().tolist() == [0, 0, 0]
 
 
+def _drawn_window(signal, length, seed):
+    """speech_window's training draw with every window eligible: a plain random crop."""
+    return windows.speech_window(signal, length, 1, 1000.0, seed)
+
+
 def _random_windows(signal: tf.Tensor, length: int, seeds: int) -> np.ndarray:
-    window = tf.function(lambda seed: windows.random_window(signal, length, seed))
+    window = tf.function(lambda seed: _drawn_window(signal, length, seed))
     return np.stack([window(tf.constant([seed, 7])).numpy() for seed in range(seeds)])
 
 
-def test_random_window_of_a_long_recording_is_a_contiguous_crop():
+def test_drawn_window_of_a_long_recording_is_a_contiguous_crop():
     length, samples = 5, 9  # 5 possible starts
     crops = _random_windows(_ramp(samples), length, 120)
     assert crops.shape == (120, length)
@@ -47,7 +52,7 @@ def test_random_window_of_a_long_recording_is_a_contiguous_crop():
     assert set(starts.astype(int)) == set(range(samples - length + 1))
 
 
-def test_random_window_keeps_a_short_recording_whole_at_a_random_offset():
+def test_drawn_window_keeps_a_short_recording_whole_at_a_random_offset():
     length, samples = 8, 3
     crops = _random_windows(_ramp(samples), length, 120)
     offsets = []
@@ -59,12 +64,12 @@ def test_random_window_keeps_a_short_recording_whole_at_a_random_offset():
     assert set(offsets) == set(range(length - samples + 1))
 
 
-def test_random_window_repeats_with_its_seed():
+def test_drawn_window_repeats_with_its_seed():
     signal = _ramp(100)
-    first = windows.random_window(signal, 10, tf.constant([3, 4])).numpy()
-    again = windows.random_window(signal, 10, tf.constant([3, 4])).numpy()
+    first = _drawn_window(signal, 10, tf.constant([3, 4])).numpy()
+    again = _drawn_window(signal, 10, tf.constant([3, 4])).numpy()
     np.testing.assert_array_equal(first, again)
-    others = {windows.random_window(signal, 10, tf.constant([s, 4])).numpy()[0]
+    others = {_drawn_window(signal, 10, tf.constant([s, 4])).numpy()[0]
               for s in range(20)}
     assert len(others) > 1
 
