@@ -151,25 +151,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type, values: dict[str, Any]):
-    """Build a (possibly nested) config dataclass, rejecting unknown keys by name."""
-    known = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        field_type = known[name].type
-        nested = {"AugmentParams": AugmentParams}.get(str(field_type))
-        kwargs[name] = from_dict(nested, value) if nested and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
 def save_json(path: str | Path, **configs: Any) -> None:
     """Write configs (dataclasses or plain dicts) as one JSON object keyed by name."""
     payload = {name: to_dict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def load_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

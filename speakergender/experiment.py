@@ -83,7 +83,7 @@ def prepare_output(paths: RunPaths, config: dict, resume: bool) -> None:
                 f"{paths.output} holds a run with another configuration; choose another "
                 "--output (or --name), or pass --no-resume to start it over")
     else:
-        paths.config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config_lib.save_json(paths.config, **config)
 
 
 def train_and_calibrate(
