@@ -265,11 +265,13 @@ def test_backbone_spec_loads_tflite(yamnet_tflite_path, tflite_model):
 # --- agreement with the TFLite interpreter on real speech -------------------------------------
 
 
-def _speech_windows(corpus_dir: Path, every: int) -> tuple[np.ndarray, np.ndarray]:
+def _speech_windows(corpus_dir: Path, every: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """15600-sample windows (hop 7800) of every `every`-th recording, mean removed.
 
     Returns:
-      (windows float32 [N, 15600], clip index int [N]).
+      (windows float32 [N, 15600], clip index int [N], whether each window carries speech [N]:
+      it is within the front end's crop gate of its recording's loudest window, the windows
+      training draws from).
     """
     soundfile = pytest.importorskip("soundfile")
     paths = sorted((corpus_dir / "data").glob("*/*.wav"))[::every]
@@ -282,7 +284,11 @@ def _speech_windows(corpus_dir: Path, every: int) -> tuple[np.ndarray, np.ndarra
         for start in range(0, waveform.size - WINDOW_SAMPLES + 1, WINDOW_HOP_SAMPLES):
             windows.append(waveform[start:start + WINDOW_SAMPLES])
             clips.append(clip)
-    return np.stack(windows), np.array(clips)
+    windows, clips = np.stack(windows), np.array(clips)
+    levels_db = 10.0 * np.log10(np.mean(np.square(windows), axis=1) + 1e-12)
+    loudest_db = np.array([levels_db[clips == clip].max() for clip in clips])
+    speech = levels_db >= loudest_db - FrontEndParams().crop_gate_db
+    return windows, clips, speech
 
 
 def _interpreter_outputs(tflite_path: Path, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +307,7 @@ def _interpreter_outputs(tflite_path: Path, windows: np.ndarray) -> tuple[np.nda
 
 def _check_agreement(model: keras.Model, tflite_path: Path, corpus_dir: Path, every: int,
                      min_float_agreement: float) -> None:
-    windows, clips = _speech_windows(corpus_dir, every)
+    windows, clips, speech = _speech_windows(corpus_dir, every)
     reference, interpreter_patches = _interpreter_outputs(tflite_path, windows)
     on_patches = _scores(model, interpreter_patches)
     float_patches = log_mel_spectrogram(tf.constant(windows), FrontEndParams()).numpy()
@@ -309,14 +315,16 @@ def _check_agreement(model: keras.Model, tflite_path: Path, corpus_dir: Path, ev
 
     top1_patches = np.mean(on_patches.argmax(1) == reference.argmax(1))
     diff_patches = np.mean(np.abs(on_patches - reference))
-    top1_float = np.mean(on_float.argmax(1) == reference.argmax(1))
+    float_agrees = on_float.argmax(1) == reference.argmax(1)
+    top1_float = np.mean(float_agrees[speech])
     diff_float = np.mean(np.abs(on_float - reference))
     speech_windows = np.mean(on_float.argmax(1) == SPEECH)
     clip_scores = np.stack([on_float[clips == c].mean(0) for c in np.unique(clips)])
     speech_clips = np.mean(clip_scores.argmax(1) == SPEECH)
     print(f"\n{len(windows)} windows of {len(np.unique(clips))} clips: "
           f"interpreter's patch: top-1 agreement {top1_patches:.2%}, mean |score diff| "
-          f"{diff_patches:.2g}; float front end: top-1 agreement {top1_float:.2%}, mean |score "
+          f"{diff_patches:.2g}; float front end: top-1 agreement {top1_float:.2%} on the "
+          f"{speech.sum()} speech windows ({float_agrees.mean():.2%} on all), mean |score "
           f"diff| {diff_float:.2g}; Speech on top: {speech_windows:.2%} of windows, "
           f"{speech_clips:.2%} of clips (TFLite: {np.mean(reference.argmax(1) == SPEECH):.2%} "
           f"of windows)")
@@ -337,7 +345,8 @@ def test_agrees_with_tflite_on_speech(tflite_model, yamnet_tflite_path, shared_c
 @pytest.mark.slow
 def test_agrees_with_tflite_on_the_whole_corpus(tflite_model, yamnet_tflite_path,
                                                 shared_corpus_dir):
-    # Measured 98.70% (3233 windows): the misses are quiet non-speech windows (median top-1 margin
-    # 0.05) where the TFLite front end's on-the-fly int8 quantization moves the log-mel most.
+    # Measured 99.35% on 3075 speech windows; 98.70% on all 3233: the misses are mostly quiet
+    # windows of pauses (median 11 dB under their clip's loudest) where the TFLite front end's
+    # on-the-fly int8 quantization moves the log-mel most.
     _check_agreement(tflite_model, yamnet_tflite_path, shared_corpus_dir, every=1,
-                     min_float_agreement=0.985)
+                     min_float_agreement=0.99)
