@@ -142,6 +142,7 @@ class TrainParams:
     augment: AugmentParams = AugmentParams()
     # Pretrained backbones only.
     backbone_handle: str | None = None
+    backbone_layer: str | None = None  # the layer the head reads; None: the backbone's default
     fine_tune_epochs: int = 10
     fine_tune_learning_rate: float = 1e-4
     fine_tune_blocks: int = 4

@@ -94,17 +94,20 @@ def _single_output(model: keras.Model):
 def _explainer_along(path: list[keras.layers.Layer]) -> keras.Model:
     """inputs -> (activation of path[-1], output of path[0]) for a chain of nested models."""
     model, child = path[0], path[1]
-    if len(path) == 2:
+    if len(path) == 2 and not isinstance(child, keras.Model):
         return keras.Model(_single_input(model), [child.output, _single_output(model)])
-    # The layer sits inside a nested model (a backbone): run the outer model's layers in order,
-    # the nested one replaced by its own explainer. The outer models here are plain chains.
-    inner = _explainer_along(path[1:])
+    # The layer is a nested model (a backbone; its own `output` lives in its own graph) or sits
+    # inside one: run the outer model's layers in order, taking the activation where the nested
+    # model runs. The outer models here are plain chains.
+    inner = _explainer_along(path[1:]) if len(path) > 2 else None
     features = keras.Input(shape=_single_input(model).shape[1:], name="features")
     x, activation = features, None
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if layer is child:
+        if layer is child and inner is None:
+            x = activation = layer(x)
+        elif layer is child:
             activation, x = inner(x)
         else:
             x = layer(x)
@@ -117,7 +120,8 @@ def grad_cam_model(model: keras.Model, layer_name: str | None = None) -> keras.M
     Args:
       model: a classifier; the scratch CNN or a backbone model from `models.registry`.
       layer_name: the layer to explain (default: the last convolutional feature map; for the
-        scratch CNN that is `block4_relu1`, 12 x 8 cells; for YAMNet `layer14`, 3 x 2).
+        scratch CNN that is `block4_relu1`, 12 x 8 cells; for YAMNet cut at `layer7` (the
+        default) the backbone's output, 6 x 4; for the whole YAMNet `layer14`, 3 x 2).
     """
     path = _layer_path(model, layer_name)
     if path is None:
@@ -359,7 +363,7 @@ def load_run_model(run: Path) -> tuple[keras.Model, object]:
     """
     from speakergender.config import FrontEndParams
     # Registers the custom layers model.keras refers to.
-    from speakergender.models import scratch  # noqa: F401
+    from speakergender.models import pooling, scratch  # noqa: F401
 
     run = Path(run)
     for needed in (run / KERAS_MODEL_FILE, run / "config.json"):

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default=DEFAULTS.model, choices=(
         "scratch", "yamnet", "yamnet-frozen", "vggish", "vggish-frozen"), help=(
         "scratch: small CNN trained from scratch; yamnet/vggish: pretrained AudioSet backbone, "
-        "head first then top blocks fine-tuned; *-frozen: frozen backbone embeddings + head"))
+        "head first then top blocks fine-tuned; *-frozen: frozen backbone features + head"))
     model.add_argument("--features", default="log_mel", choices=("log_mel", "mfcc"), help=(
         "log_mel: 64-band log-mel (YAMNet's front end); mfcc: 12 liftered MFCCs from 40 bands "
         "with pre-emphasis 0.97 (the seed project's set-up). Backbones need log_mel"))
@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backbone-handle", help=(
         "where backbone weights come from: a TF Hub handle or URL, a local SavedModel folder, "
         "or (YAMNet) a .tflite file. Default: the official TF Hub handle"))
+    model.add_argument("--backbone-layer", help=(
+        "backbones: the layer whose output the head reads, as mean and standard deviation per "
+        "channel; layers above it are dropped. Default: layer7 (YAMNet), conv4 (VGGish): "
+        "mid-level features carry a voice better than the top embedding (YAMNet: embedding, "
+        "VGGish: fc2)"))
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
                           help="most epochs (for backbones: of the head-only stage)")
@@ -65,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=DEFAULTS.fine_tune_learning_rate,
                           help="backbones: learning rate once the top blocks are unfrozen")
     training.add_argument("--fine-tune-blocks", type=int, default=DEFAULTS.fine_tune_blocks,
-                          help="backbones: how many top blocks to unfreeze")
+                          help="backbones: how many top blocks (below the layer the head "
+                               "reads) to unfreeze")
     training.add_argument("--no-class-weights", action="store_true",
                           help="do not weight clips to balance the genders")
     training.add_argument("--seed", type=int, default=DEFAULTS.seed,
@@ -126,7 +132,7 @@ def params_from_args(args: argparse.Namespace) -> tuple[FrontEndParams, TrainPar
         deterministic=args.deterministic, augment=augment,
         backbone_handle=args.backbone_handle, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
-        fine_tune_blocks=args.fine_tune_blocks)
+        fine_tune_blocks=args.fine_tune_blocks, backbone_layer=args.backbone_layer)
     return front_end, params
 
 

@@ -3,13 +3,17 @@ them: the fine-tuning stage's optimizer tracks other variables than the head sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
 import helpers
-from speakergender import corpora, splits, train, training
+from speakergender import corpora, interpret, splits, train, training
+from speakergender.features import prepare_recording, waveform_to_features
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.models import registry
 from speakergender.training import read_state
@@ -28,6 +32,27 @@ def test_yamnet_head_then_fine_tuning_trains_and_exports(tmp_path_factory, yamne
     assert len(history) == 1 + 2  # header, the head epoch, the fine-tuning epoch
     result = json.loads((output / "metrics.json").read_text())
     assert result["model"] == "yamnet" and (output / "1" / "saved_model.pb").is_file()
+    # model.keras (for interpret) reloads with its custom layers and gives the same logits.
+    model, front_end = interpret.load_run_model(output)
+    assert model.get_layer("statistics_pooling") is not None
+    reloaded = tf.saved_model.load(str(output / "1"))
+    waveform = np.random.default_rng(0).normal(0, 0.1, (2, 15600)).astype(np.float32)
+    served = reloaded.signatures["serving_default"](waveform=tf.constant(waveform))["logits"]
+    features = waveform_to_features(prepare_recording(tf.constant(waveform), front_end),
+                                    front_end)
+    calibrated = tf.reshape(model(features), [-1]) / result["temperature"]
+    np.testing.assert_allclose(calibrated, served, atol=1e-4)
+
+
+def test_the_head_can_read_the_top_embedding(yamnet_tflite_path):
+    params = TrainParams(model="yamnet-frozen", backbone_handle=str(yamnet_tflite_path),
+                         backbone_layer="embedding")
+    model = registry.recipe("yamnet-frozen", FrontEndParams(), params).build()
+    assert "statistics_pooling" not in [layer.name for layer in model.layers]
+    assert registry._backbone_of(model).output.shape == (None, 1024)
+    bad = dataclasses.replace(params, backbone_layer="layer15")
+    with pytest.raises(ValueError, match="no layer 'layer15'.*layer14"):
+        registry.recipe("yamnet-frozen", FrontEndParams(), bad).build()
 
 
 def test_fine_tuning_unfreezes_only_the_top_blocks_and_keeps_batch_norm_frozen(
@@ -43,7 +68,8 @@ def test_fine_tuning_unfreezes_only_the_top_blocks_and_keeps_batch_norm_frozen(
         v.path for v in model.get_layer("head_norm").trainable_variables}
     fine_tuning.set_trainable(model)
     names = {v.path for v in model.trainable_variables} - head_variables
-    assert names and all(("layer13" in n or "layer14" in n) for n in names), sorted(names)
+    # The head reads layer7 (the backbone's feature_layer): its top two blocks are 6 and 7.
+    assert names and all(("layer6" in n or "layer7" in n) for n in names), sorted(names)
     assert not any("bn" in n for n in names)
     # The pretrained weights really are in: the backbone is not at its initial values.
     backbone = registry._backbone_of(model)

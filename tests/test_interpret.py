@@ -15,6 +15,8 @@ import helpers
 from speakergender import corpora, features, interpret
 from speakergender.config import FrontEndParams
 from speakergender.models import yamnet
+from speakergender.models.backbones import feature_extractor
+from speakergender.models.pooling import StatisticsPooling
 from speakergender.models.scratch import build_scratch_cnn
 
 FRONT_END = FrontEndParams()
@@ -41,7 +43,7 @@ def explained(classifier, unheard_table) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def backbone_classifier() -> keras.Model:
-    """YAMNet (random weights) with a head, built as models.registry builds its backbones."""
+    """YAMNet whole (random weights) with a head on its embedding (`--backbone-layer embedding`)."""
     keras.utils.set_random_seed(0)
     backbone = yamnet.build_yamnet(include_logits=False)
     inputs = keras.Input(shape=FRONT_END.feature_shape, name="features")
@@ -74,6 +76,21 @@ def test_nested_backbone_explains_its_last_block_and_keeps_the_head():
     assert finer.shape == (2, 12, 8, 256)
     maps = interpret.grad_cam(explainer, inputs, np.array([1, 0]))
     assert maps.shape == (2, FRAMES, BANDS)
+
+
+def test_backbone_cut_at_a_mid_level_block_explains_that_block():
+    """The default backbone classifier: YAMNet up to layer7, statistics pooling, head."""
+    keras.utils.set_random_seed(0)
+    backbone = feature_extractor(yamnet.build_yamnet(include_logits=False), "layer7")
+    inputs = keras.Input(shape=FRONT_END.feature_shape, name="features")
+    x = StatisticsPooling(name="statistics_pooling")(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="logits")(x))
+    owner, name = interpret.last_conv_layer(model)
+    assert owner is model and name == "yamnet"
+    features = np.random.default_rng(0).normal(size=(2, FRAMES, BANDS)).astype(np.float32)
+    activation, logits = interpret.grad_cam_model(model)(features, training=False)
+    assert activation.shape == (2, 6, 4, 512)
+    np.testing.assert_allclose(logits, model(features, training=False), atol=1e-5)
 
 
 def test_unknown_layer_is_named_in_the_error():

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from speakergender.features import log_mel_spectrogram
 from speakergender.models import hub_weights
-from speakergender.models.backbones import BACKBONES, load_vggish_weights, unfreeze_top_blocks
+from speakergender.models.backbones import (BACKBONES, feature_extractor, load_vggish_weights,
+                                            unfreeze_top_blocks)
 from speakergender.models.vggish import (build_vggish, hub_variable_names,
                                          load_vggish_weights_from_savedmodel,
                                          vggish_blocks, vggish_front_end_params)
@@ -152,3 +153,15 @@ def test_blocks_and_unfreezing():
     assert {v.path for v in model.trainable_weights} == {
         "fc1/fc1_1/kernel", "fc1/fc1_1/bias", "fc1/fc1_2/kernel", "fc1/fc1_2/bias",
         "fc2/kernel", "fc2/bias"}
+
+
+def test_the_head_reads_conv4_and_fine_tuning_counts_down_from_it():
+    spec = BACKBONES["vggish"]
+    model = build_vggish(width_divisor=8)
+    cut = feature_extractor(model, spec.feature_layer)
+    assert cut.output.shape == (None, 12, 8, 512 // 8)
+    assert [block[0].name for block in vggish_blocks(cut)] == ["conv1", "conv2", "conv3", "conv4"]
+    unfreeze_top_blocks(cut, spec, 1)
+    assert {v.path for v in cut.trainable_weights} == {
+        "conv4/conv4_1/kernel", "conv4/conv4_1/bias", "conv4/conv4_2/kernel",
+        "conv4/conv4_2/bias"}

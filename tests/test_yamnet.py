@@ -15,7 +15,7 @@ import tensorflow as tf
 from speakergender.config import FrontEndParams
 from speakergender.features import log_mel_spectrogram
 from speakergender.models import hub_weights
-from speakergender.models.backbones import BACKBONES, unfreeze_top_blocks
+from speakergender.models.backbones import BACKBONES, feature_extractor, unfreeze_top_blocks
 from speakergender.models.yamnet import (BATCH_NORM_EPSILON, HUB_NAMES, NUM_BLOCKS,
                                          build_yamnet, get_yamnet_weights, hub_variable_names,
                                          load_yamnet_weights_from_savedmodel,
@@ -138,6 +138,30 @@ def test_blocks_unfreeze_a_backbone_frozen_as_a_whole():
             layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     assert {v.path for v in backbone.trainable_weights} == {
         "layer14/depthwise_conv/kernel", "layer14/pointwise_conv/kernel"}
+
+
+def test_feature_extractor_cuts_at_a_block_and_shares_its_weights():
+    backbone = BACKBONES["yamnet"].build()
+    _randomize_batch_norm(backbone)
+    cut = feature_extractor(backbone, "layer7")
+    patches = _random_patches(2)
+    expected = backbone.get_layer("add_channel")(patches)
+    for n in range(1, 8):
+        expected = backbone.get_layer(f"layer{n}")(expected)
+    np.testing.assert_allclose(cut(patches), expected, atol=1e-6)
+    assert [block[0].name for block in yamnet_blocks(cut)] == [f"layer{n}" for n in range(1, 8)]
+    assert cut.count_params() < backbone.count_params() / 5
+    assert feature_extractor(backbone, "embedding") is backbone
+    with pytest.raises(ValueError, match="no layer 'layer15'; choose one of add_channel, layer1"):
+        feature_extractor(backbone, "layer15")
+
+
+def test_unfreezing_counts_blocks_below_the_cut():
+    spec = BACKBONES["yamnet"]
+    cut = feature_extractor(spec.build(), "layer7")
+    unfreeze_top_blocks(cut, spec, 1)
+    assert {v.path for v in cut.trainable_weights} == {
+        "layer7/depthwise_conv/kernel", "layer7/pointwise_conv/kernel"}
 
 
 # --- SavedModel loading ----------------------------------------------------------------------

@@ -3,7 +3,9 @@
 `scratch` is the CNN of `scratch.py`. `yamnet` and `vggish` fine-tune a pretrained backbone:
 first the new head alone, then the top blocks at a lower learning rate with batch norm kept in
 inference mode (small batches would otherwise overwrite the pretrained statistics).
-`yamnet-frozen` and `vggish-frozen` train the head on frozen embeddings only.
+`yamnet-frozen` and `vggish-frozen` train the head on frozen features only. The head reads a
+mid-level layer of the backbone (see `BackboneSpec.feature_layer`), pooled to each channel's
+mean and standard deviation; the layers above it are dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import keras
 
 from speakergender.config import FrontEndParams, TrainParams
+from speakergender.models.pooling import StatisticsPooling
 from speakergender.models.scratch import build_scratch_cnn
 from speakergender.training import Stage
 
@@ -64,17 +67,21 @@ def recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRe
 
 
 def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRecipe:
-    from speakergender.models.backbones import BACKBONES, unfreeze_top_blocks
+    from speakergender.models.backbones import BACKBONES, feature_extractor, unfreeze_top_blocks
     spec = BACKBONES[backbone_name(kind)]
     source = params.backbone_handle or spec.default_handle
+    layer = params.backbone_layer or spec.feature_layer
 
     def build() -> keras.Model:
         backbone = spec.build()
         spec.load_weights(backbone, source)
+        backbone = feature_extractor(backbone, layer)
         inputs = keras.Input(shape=front_end.feature_shape, name="features")
-        embedding = backbone(inputs)
-        # Pretrained embeddings are unnormalised; a linear head on them learns slowly.
-        x = keras.layers.LayerNormalization(name="head_norm")(embedding)
+        x = backbone(inputs)
+        if len(x.shape) == 4:
+            x = StatisticsPooling(name="statistics_pooling")(x)
+        # Pretrained features are unnormalised; a linear head on them learns slowly.
+        x = keras.layers.LayerNormalization(name="head_norm")(x)
         x = keras.layers.Dropout(0.3, name="head_dropout")(x)
         logits = keras.layers.Dense(1, name="logits")(x)
         return keras.Model(inputs, logits, name=f"{kind.replace('-', '_')}_classifier")

@@ -91,10 +91,12 @@ def vggish_blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
     A group built as a nested model (conv3, conv4, fc1) is listed first, then its sublayers, so
     setting `trainable` on each in order unfreezes it even after the model was frozen as a whole.
     """
+    present = {layer.name for layer in model.layers}
     blocks = []
     for name in ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2"):
-        layer = model.get_layer(name)
-        blocks.append([layer, *getattr(layer, "layers", [])])
+        if name in present:
+            layer = model.get_layer(name)
+            blocks.append([layer, *getattr(layer, "layers", [])])
     return blocks
 
 

@@ -137,15 +137,17 @@ def yamnet_blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
     unfreezes the block even when the model was frozen as a whole before.
 
     Args:
-      model: from `build_yamnet`.
+      model: from `build_yamnet`, or cut from it by `backbones.feature_extractor`.
 
     Returns:
-      14 lists of layers.
+      one list of layers per block the model holds (14 for the whole network).
     """
+    present = {layer.name for layer in model.layers}
     blocks = []
     for n in range(1, NUM_BLOCKS + 1):
-        block = model.get_layer(f"layer{n}")
-        blocks.append([block, *block.layers])
+        if f"layer{n}" in present:
+            block = model.get_layer(f"layer{n}")
+            blocks.append([block, *block.layers])
     return blocks
 
 
