@@ -46,6 +46,34 @@ def test_decode_matches_soundfile(tmp_path, subtype, num_channels, container):
         assert np.array_equal(channels.numpy(), expected)
 
 
+def test_a_batch_of_mixed_files_decodes_each_as_soundfile_does(tmp_path):
+    """Formats, rates, channel counts and lengths mixed in one batch, with two bad files."""
+    files = [("PCM_16", 1, 16000, 300), ("PCM_24", 2, 44100, 700), ("DOUBLE", 3, 8000, 50),
+             ("PCM_U8", 6, 22050, 120), ("FLOAT", 1, 48000, 1000)]
+    contents, expected = [], []
+    for i, (subtype, num_channels, rate, num_samples) in enumerate(files):
+        path = wavfiles.write_wav(tmp_path / f"{i}.wav", _test_signal(num_samples, num_channels),
+                                  rate, subtype)
+        contents.append(path.read_bytes())
+        samples, _ = sf.read(path, dtype="float32", always_2d=True)
+        expected.append((samples.mean(axis=1), rate))
+    contents.insert(2, b"RIFF\x10\x00\x00\x00WAVEjunk")
+    contents.append(b"")
+    waveforms, lengths, rates, errors = wav.try_decode_wav_batch(tf.constant(contents))
+    good = [0, 1, 3, 4, 5]
+    assert waveforms.shape == (7, 1000)
+    assert [e.decode() for e in errors.numpy()[[2, 6]]] == [wav.ERR_NO_FMT_CHUNK,
+                                                           wav.ERR_NOT_RIFF_WAVE]
+    assert not any(errors.numpy()[good]) and list(lengths.numpy()[[2, 6]]) == [0, 0]
+    for row, (samples, rate) in zip(good, expected):
+        assert rates[row] == rate and lengths[row] == len(samples)
+        np.testing.assert_allclose(waveforms[row, :len(samples)], samples, rtol=1e-6, atol=1e-7)
+        assert not np.any(waveforms[row, len(samples):])  # zero past the end
+        # The same as that file decoded on its own.
+        alone, alone_rate, _ = wav.try_decode_wav(tf.constant(contents[row]))
+        np.testing.assert_array_equal(waveforms[row, :len(samples)], alone)
+
+
 def test_float32_passes_through_bit_exact(tmp_path):
     samples = np.array([[0.0, -0.0], [1.5, -7.25], [1e-40, 3.4e38], [0.1, -0.3]], np.float32)
     path = wavfiles.write_wav(tmp_path / "f.wav", samples, 16000, "FLOAT")
