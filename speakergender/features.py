@@ -123,7 +123,8 @@ def waveform_to_features(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tens
     return log_mel_spectrogram(waveform, params)
 
 
-def prepare_recording(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+def prepare_recording(waveform: tf.Tensor, params: FrontEndParams,
+                      lengths: tf.Tensor | None = None) -> tf.Tensor:
     """Whole-recording conditioning before windows are cut: DC-offset removal.
 
     The offset is a property of the recorder, not of the voice; removing it over the whole
@@ -132,11 +133,20 @@ def prepare_recording(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
     Args:
       waveform: float32 [..., samples], one whole recording per row.
       params: front-end parameters.
+      lengths: int32 [batch] samples of each row of a zero-padded [batch, samples] batch; the
+        padding is left out of the mean and stays zero. None: every sample counts.
 
     Returns:
       float32 [..., samples].
     """
-    return remove_dc_offset(waveform) if params.remove_dc_offset else waveform
+    if not params.remove_dc_offset:
+        return waveform
+    if lengths is None:
+        return remove_dc_offset(waveform)
+    valid = tf.sequence_mask(lengths, tf.shape(waveform)[1])
+    mean = tf.reduce_sum(waveform, axis=1, keepdims=True) / tf.cast(
+        tf.maximum(lengths, 1), tf.float32)[:, tf.newaxis]
+    return tf.where(valid, waveform - mean, 0.0)
 
 
 @keras.saving.register_keras_serializable(package="speakergender")

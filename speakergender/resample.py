@@ -152,3 +152,43 @@ def resample(waveform: tf.Tensor, input_rate: int | tf.Tensor,
             tf.logical_or(is_empty, tf.equal(input_rate, output_rate)),
             lambda: tf.identity(waveform),
             lambda: _resample_nonempty(waveform, input_rate, output_rate))
+
+
+def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
+                  output_rate: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Resamples each row of a zero-padded batch from its own rate to `output_rate`.
+
+    Rows already at `output_rate` (all of them, for most corpora) pass untouched; only a batch
+    holding some other rate pays for a per-row pass.
+
+    Args:
+      waveforms: float32 [batch, samples], each row zero past its length.
+      lengths: int32 [batch], samples in each row.
+      rates: int32 [batch], each row's sample rate in Hz (ignored for empty rows).
+      output_rate: the wanted rate in Hz.
+
+    Returns:
+      float32 [batch, samples'] zero-padded, and int32 [batch] new lengths.
+    """
+    lengths = tf.cast(lengths, tf.int32)
+    rates = tf.cast(rates, tf.int64)
+    needed = tf.not_equal(rates, output_rate) & (lengths > 0)
+
+    def resample_some():
+        safe_rates = tf.where(needed, rates, output_rate)
+        new_lengths = tf.cast(
+            (tf.cast(lengths, tf.int64) * output_rate + safe_rates - 1) // safe_rates, tf.int32)
+        width = tf.reduce_max(new_lengths)
+
+        def one_row(row):
+            waveform, length, rate, needs = row
+            waveform = waveform[:length]
+            waveform = tf.cond(needs, lambda: resample(waveform, rate, output_rate),
+                               lambda: waveform)
+            return tf.pad(waveform, [[0, width - tf.shape(waveform)[0]]])
+
+        resampled = tf.map_fn(one_row, (waveforms, lengths, safe_rates, needed),
+                              fn_output_signature=tf.TensorSpec([None], tf.float32))
+        return resampled, new_lengths
+
+    return tf.cond(tf.reduce_any(needed), resample_some, lambda: (waveforms, lengths))

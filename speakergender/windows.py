@@ -7,6 +7,8 @@ the rest.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 
@@ -42,54 +44,84 @@ def center_window(waveform: tf.Tensor, length: int) -> tf.Tensor:
     return tf.reshape(waveform[start:start + length], [length])
 
 
-def window_start_levels_db(waveform: tf.Tensor, length: int, hop: int) -> tf.Tensor:
-    """RMS level (dBFS) of the window starting at every `hop`-th sample, float32 [starts].
+def window_start_levels_db(waveforms: tf.Tensor, lengths: tf.Tensor, length: int,
+                           hop: int) -> tf.Tensor:
+    """RMS level (dBFS) of each candidate window of each recording, for `speech_windows`.
+
+    A recording longer than `length` has a candidate starting every `hop` samples up to its
+    end; a shorter one has a single candidate, the whole recording.
 
     Args:
-      waveform: float32 [samples] with samples >= length.
+      waveforms: float32 [batch, samples], each row zero past its length.
+      lengths: int32 [batch], samples in each row.
       length: window length in samples.
       hop: spacing of candidate starts.
+
+    Returns:
+      float32 [batch, candidates]: column k is the window starting at k * hop; -inf past a
+      row's last candidate.
     """
-    energy = tf.concat([[0.0], tf.cumsum(tf.square(tf.cast(waveform, tf.float64)))], axis=0)
-    starts = tf.range(0, tf.shape(waveform)[0] - length + 1, hop)
-    window_energy = tf.gather(energy, starts + length) - tf.gather(energy, starts)
-    power = tf.cast(tf.maximum(window_energy, 0.0), tf.float32) / length
-    return 10.0 * tf.math.log(power + 1e-12) / tf.math.log(10.0)
+    lengths = tf.cast(lengths, tf.int32)
+    batch = tf.shape(waveforms)[0]
+    # Window energies from a running sum over blocks that both window ends fall on.
+    block = math.gcd(length, hop)
+    num_starts = tf.maximum((lengths - length) // hop + 1, 1)
+    candidates = tf.range(tf.reduce_max(num_starts))
+    starts = candidates * hop
+    total = tf.maximum(tf.shape(waveforms)[1], starts[-1] + length)
+    total += -total % block
+    squares = tf.pad(tf.square(waveforms), [[0, 0], [0, total - tf.shape(waveforms)[1]]])
+    block_energy = tf.reduce_sum(tf.reshape(squares, [batch, -1, block]), axis=2)
+    running = tf.pad(tf.cumsum(tf.cast(block_energy, tf.float64), axis=1), [[0, 0], [1, 0]])
+    energy = (tf.gather(running, (starts + length) // block, axis=1)
+              - tf.gather(running, starts // block, axis=1))
+    levels = 10.0 * tf.math.log(tf.maximum(energy, 0.0) / length + 1e-12) / math.log(10.0)
+    is_start = candidates[tf.newaxis, :] < num_starts[:, tf.newaxis]
+    return tf.where(is_start, tf.cast(levels, tf.float32), -math.inf)
 
 
-def speech_window(waveform: tf.Tensor, length: int, hop: int, relative_gate_db: float,
-                  seed: tf.Tensor | None = None) -> tf.Tensor:
-    """A window that carries the recording's speech rather than its pauses.
+def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: int,
+                   relative_gate_db: float, seed: tf.Tensor | None = None) -> tf.Tensor:
+    """One window per recording that carries its speech rather than its pauses, for a batch.
 
-    Candidate windows start every `hop` samples; those within `relative_gate_db` of the
-    loudest are eligible. With a seed, one is drawn uniformly (training); without, the loudest
-    is taken (evaluation). Short recordings land at a random offset (training) or
-    centred (evaluation), as `center_window` does. Cropping pauses would teach a model each speaker's room tone.
+    Candidate windows of a recording longer than `length` start every `hop` samples; those
+    within `relative_gate_db` of its loudest are eligible. With a seed, one is drawn uniformly
+    (training); without, the loudest is taken (evaluation). A shorter recording lands at a
+    random hop-spaced offset in its window (training) or centred (evaluation). Cropping pauses
+    would teach a model each speaker's room tone.
 
     Args:
-      waveform: float32 [samples].
+      waveforms: float32 [batch, samples], each row zero past its length.
+      lengths: int32 [batch], samples in each row.
       length: window length in samples.
       hop: spacing of candidate starts in samples.
       relative_gate_db: how far below the loudest window a candidate may be.
       seed: int [2] stateless seed, or None for the deterministic choice.
 
     Returns:
-      float32 [length].
+      float32 [batch, length].
     """
-    samples = tf.shape(waveform)[0]
+    lengths = tf.cast(lengths, tf.int32)
+    batch = tf.shape(waveforms)[0]
+    levels = window_start_levels_db(waveforms, lengths, length, hop)
+    short = lengths < length
+    room = length - lengths  # free samples around a short recording
     if seed is None:
-        waveform = pad_to_length(waveform, length)
+        start = tf.argmax(levels, axis=1, output_type=tf.int32) * hop
+        start = tf.where(short, -(room // 2), start)
     else:
-        waveform = pad_to_length(waveform, tf.maximum(length, 2 * length - samples))
-    levels = window_start_levels_db(waveform, length, hop)
-    if seed is None:
-        index = tf.argmax(levels, output_type=tf.int32)
-    else:
-        eligible = levels >= tf.reduce_max(levels) - relative_gate_db
-        logits = tf.where(eligible, 0.0, -1e9)[tf.newaxis]
-        index = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[0, 0]
-    start = index * hop
-    return tf.reshape(waveform[start:start + length], [length])
+        loud_seed, short_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        eligible = levels >= tf.reduce_max(levels, axis=1, keepdims=True) - relative_gate_db
+        draw = tf.random.stateless_categorical(
+            tf.where(eligible, 0.0, -1e9), 1, loud_seed, dtype=tf.int32)[:, 0]
+        offsets = tf.random.stateless_uniform([batch], short_seed, 0, 1) * tf.cast(
+            room // hop + 1, tf.float32)
+        offset = tf.minimum(tf.cast(offsets, tf.int32), room // hop) * hop
+        start = tf.where(short, offset - room, draw * hop)
+    # Start may be negative (a short recording, centred or offset): pad the front by a window.
+    padded = tf.pad(waveforms, [[0, 0], [length, length]])
+    index = start[:, tf.newaxis] + length + tf.range(length)[tf.newaxis, :]
+    return tf.gather(padded, index, batch_dims=1)
 
 
 def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:

@@ -177,3 +177,30 @@ def test_saved_model_signature_with_runtime_rate(tmp_path):
         x = _tones(np.array([700.0]), rate, 0.05).astype(np.float32)
         np.testing.assert_allclose(reloaded.to_16k(x, rate).numpy(),
                                    resample(x, rate, 16000).numpy(), rtol=0, atol=1e-6)
+
+
+def test_rows_of_a_batch_resample_from_their_own_rates():
+    rng = np.random.default_rng(5)
+    rows = [(rng.normal(size=480).astype(np.float32), 48000),
+            (rng.normal(size=160).astype(np.float32), 16000),
+            (rng.normal(size=441).astype(np.float32), 44100),
+            (np.zeros(0, np.float32), 0)]  # a failed file: no samples, rate 0
+    batch = np.zeros([4, 480], np.float32)
+    for i, (row, _) in enumerate(rows):
+        batch[i, :len(row)] = row
+    resampled, lengths = resample_module.resample_rows(
+        tf.constant(batch), tf.constant([len(r) for r, _ in rows]),
+        tf.constant([rate for _, rate in rows]), 16000)
+    assert list(lengths.numpy()) == [160, 160, 160, 0]
+    for i, (row, rate) in enumerate(rows[:3]):
+        expected = resample(tf.constant(row), rate, 16000) if rate != 16000 else row
+        np.testing.assert_allclose(resampled[i, :lengths[i]], expected, atol=1e-6)
+        assert not np.any(resampled[i, lengths[i]:])
+
+
+def test_a_batch_at_the_target_rate_passes_untouched():
+    batch = tf.random.normal([3, 100])
+    resampled, lengths = resample_module.resample_rows(
+        batch, tf.constant([100, 60, 0]), tf.constant([16000, 16000, 0]), 16000)
+    assert resampled is batch or np.array_equal(resampled, batch)
+    assert list(lengths.numpy()) == [100, 60, 0]

@@ -33,12 +33,56 @@ def test_center_window():
 
 
 def _drawn_window(signal, length, seed):
-    """speech_window's training draw with every window eligible: a plain random crop."""
-    return windows.speech_window(signal, length, 1, 1000.0, seed)
+    """speech_windows' training draw with every window eligible: a plain random crop."""
+    return windows.speech_windows(signal[tf.newaxis], tf.shape(signal)[:1], length, 1,
+                                  1000.0, seed)[0]
+
+
+def _loud_in_the_middle(samples: int, loud: slice) -> np.ndarray:
+    signal = np.full(samples, 0.01, np.float32)
+    signal[loud] = 0.5
+    return signal
+
+
+def test_evaluation_takes_the_loudest_window_and_centres_short_recordings():
+    long = _loud_in_the_middle(40, slice(21, 29))
+    short = np.arange(1, 4, dtype=np.float32)
+    batch = np.zeros([2, 40], np.float32)
+    batch[0], batch[1, :3] = long, short
+    cut = windows.speech_windows(tf.constant(batch), tf.constant([40, 3]), 8, 2, 10.0).numpy()
+    np.testing.assert_array_equal(cut[0], long[20:28])  # starts on the hop grid: 20 or 22
+    np.testing.assert_array_equal(cut[1], [0, 0, 1, 2, 3, 0, 0, 0])
+
+
+def test_training_draws_only_windows_within_the_gate_of_the_loudest():
+    signal = _loud_in_the_middle(60, slice(30, 40))
+    batch = tf.constant(np.stack([signal, signal]))
+    starts = set()
+    for seed in range(40):
+        cut = windows.speech_windows(batch, tf.constant([60, 60]), 10, 5, 6.0,
+                                     tf.constant([seed, 1])).numpy()
+        for row in cut:
+            (start,) = [s for s in range(0, 51, 5) if np.array_equal(signal[s:s + 10], row)]
+            starts.add(start)
+    # Windows holding at least half the loud part are within 6 dB; the quiet ends never are.
+    assert starts == {25, 30, 35}
+
+
+def test_a_row_is_cut_as_it_would_be_alone_whatever_the_batch_padding():
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=n).astype(np.float32) for n in (50, 23, 7)]
+    batch = np.zeros([3, 50], np.float32)
+    for i, row in enumerate(rows):
+        batch[i, :len(row)] = row
+    together = windows.speech_windows(tf.constant(batch), tf.constant([50, 23, 7]), 12, 4, 3.0)
+    for i, row in enumerate(rows):
+        alone = windows.speech_windows(tf.constant(row[np.newaxis]), tf.constant([len(row)]), 12,
+                                       4, 3.0)
+        np.testing.assert_array_equal(together[i], alone[0])
 
 
 def _random_windows(signal: tf.Tensor, length: int, seeds: int) -> np.ndarray:
-    window = tf.function(lambda seed: _drawn_window(signal, length, seed))
+    window = tf.function(lambda seed: _drawn_window(signal, length, seed))  # noqa: B023
     return np.stack([window(tf.constant([seed, 7])).numpy() for seed in range(seeds)])
 
 
