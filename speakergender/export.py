@@ -25,9 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speakergender import features, wav, windows
+from speakergender import features, pipeline, windows
 from speakergender.config import FrontEndParams
-from speakergender.resample import resample
 
 CONFIG_ASSET = "speakergender_config.json"
 NO_SPEECH = "no speech"
@@ -121,27 +120,12 @@ class GenderClassifierModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
     def classify_wav(self, wav_bytes):
         """string [batch] of WAV file contents; a file that cannot be decoded gets an error."""
-        params = self.front_end
-
-        def decode_one(contents):
-            waveform, rate, error = wav.try_decode_wav(contents)
-            waveform = tf.cond(tf.strings.length(error) > 0,
-                               lambda: tf.zeros([0], tf.float32),
-                               lambda: resample(waveform, rate, params.sample_rate))
-            waveform = features.prepare_recording(waveform, params)
-            return tf.RaggedTensor.from_tensor(waveform[tf.newaxis]), error
-
-        decoded, errors = tf.map_fn(
-            decode_one, wav_bytes,
-            fn_output_signature=(tf.RaggedTensorSpec([1, None], tf.float32, ragged_rank=1),
-                                 tf.TensorSpec([], tf.string)))
-        decoded = decoded.merge_dims(1, 2)
-        lengths = tf.cast(decoded.row_lengths(), tf.int32)
-        outputs = self.score_recordings(decoded.to_tensor(), lengths)
+        waveforms, lengths, errors = pipeline.decode_recordings(wav_bytes, self.front_end)
+        outputs = self.score_recordings(waveforms, lengths)
         failed = tf.strings.length(errors) > 0
         outputs["label"] = tf.where(failed, "", outputs["label"])
         outputs["error"] = errors
-        outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / params.sample_rate
+        outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / self.front_end.sample_rate
         return outputs
 
     @tf.function(input_signature=[])

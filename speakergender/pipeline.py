@@ -1,12 +1,16 @@
 """tf.data: recording paths -> decoded, resampled, windowed feature batches, all on graph.
 
-paths -> read -> decode -> resample -> DC removal -> crop/pad -> (augment) -> features -> batch.
-A file that cannot be decoded is skipped: its path and the reason are written to the skip log
-and counted, and the epoch goes on.
+paths -> read -> batch -> decode -> resample -> DC removal -> crop/pad -> (augment) -> features.
+Only reading happens file by file; everything after it runs on a whole batch at once, since
+per-op overhead, not arithmetic, dominates the cost of one spoken word. A file that cannot be
+decoded is dropped from its batch: its path and the reason are written to the skip log and
+counted, and the epoch goes on.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from pathlib import Path
 
@@ -16,11 +20,13 @@ import tensorflow as tf
 
 from speakergender import augment, features, wav, windows
 from speakergender.config import AugmentParams, FrontEndParams
-from speakergender.resample import resample
+from speakergender.resample import resample_rows
 
 FEMALE = "female"
 MALE = "male"
 LABEL_NAMES = (MALE, FEMALE)  # index = label: 1 means female
+# Raw file bytes decoded in one batch: caps the padded batch a few long recordings would make.
+MAX_DECODE_BATCH_BYTES = 64 << 20
 
 
 class SkipLog:
@@ -39,17 +45,29 @@ class SkipLog:
         self.log_path = Path(log_path) if log_path else None
         self._stream = f"file://{self.log_path}" if self.log_path else sys.stderr
 
-    def record(self, path: tf.Tensor, error: tf.Tensor) -> tf.Tensor:
-        """Graph side: logs and counts when `error` is not empty; returns whether it is."""
-        failed = tf.strings.length(error) > 0
+    def record(self, paths: tf.Tensor, errors: tf.Tensor) -> tf.Tensor:
+        """Graph side: logs and counts the rows whose error is not empty; returns which they are.
+
+        Args:
+          paths: string [batch] (or a scalar).
+          errors: string, the same shape; empty where the file decoded.
+
+        Returns:
+          bool, the shape of `errors`: True where the file is skipped.
+        """
+        failed = tf.strings.length(errors) > 0
 
         def log():
-            tf.print("skipped", path, ":", error, output_stream=self._stream)
-            self.count.assign_add(1)
-            self._paths.insert(path[tf.newaxis], tf.ones([1], tf.int64))
-            return tf.constant(True)
+            failed_paths = tf.boolean_mask(tf.reshape(paths, [-1]), tf.reshape(failed, [-1]))
+            reasons = tf.boolean_mask(tf.reshape(errors, [-1]), tf.reshape(failed, [-1]))
+            lines = tf.strings.reduce_join("skipped " + failed_paths + " : " + reasons,
+                                           separator="\n")
+            tf.print(lines, output_stream=self._stream)
+            self.count.assign_add(tf.size(failed_paths, out_type=tf.int64))
+            self._paths.insert(failed_paths, tf.ones_like(failed_paths, tf.int64))
+            return failed
 
-        return tf.cond(failed, log, lambda: tf.constant(False))
+        return tf.cond(tf.reduce_any(failed), log, lambda: failed)
 
     @property
     def skipped(self) -> int:
@@ -77,6 +95,24 @@ def class_weights(table: pd.DataFrame) -> dict[int, float]:
     return {label: float(len(labels) / (2 * count)) for label, count in enumerate(counts)}
 
 
+def decode_recordings(contents: tf.Tensor, params: FrontEndParams
+                      ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Decodes, resamples and conditions a batch of WAV files; never raises on bad bytes.
+
+    Args:
+      contents: string [batch] of WAV file bytes.
+      params: front-end parameters (target rate, DC removal).
+
+    Returns:
+      float32 [batch, samples] at params.sample_rate, zero past each row's length; int32
+      [batch] lengths; string [batch] errors, empty where the file decoded (a failed row has
+      length 0).
+    """
+    waveforms, lengths, rates, errors = wav.try_decode_wav_batch(contents)
+    waveforms, lengths = resample_rows(waveforms, lengths, rates, params.sample_rate)
+    return features.prepare_recording(waveforms, params, lengths), lengths, errors
+
+
 def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, tf.Tensor]:
     """Reads, decodes and resamples one file, then conditions the whole recording.
 
@@ -88,12 +124,50 @@ def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, 
       float32 [samples] at params.sample_rate (empty on failure), and a string scalar error
       that is empty on success.
     """
-    waveform, rate, error = wav.try_decode_wav(tf.io.read_file(path))
-    waveform = tf.cond(
-        tf.strings.length(error) > 0,
-        lambda: tf.zeros([0], tf.float32),
-        lambda: resample(waveform, rate, params.sample_rate))
-    return features.prepare_recording(waveform, params), error
+    waveforms, lengths, errors = decode_recordings(tf.io.read_file(path)[tf.newaxis], params)
+    return waveforms[0, :lengths[0]], errors[0]
+
+
+def decode_batch_size(paths: np.ndarray, batch_size: int) -> int:
+    """Files decoded together: `batch_size`, fewer where the largest file is long.
+
+    A batch is as wide as its longest recording, so a corpus of hour-long files decodes a few
+    at a time (within MAX_DECODE_BATCH_BYTES) while one of short clips decodes whole batches.
+    """
+    largest = max((_file_size(path) for path in paths), default=0)
+    return int(np.clip(MAX_DECODE_BATCH_BYTES // max(largest, 1), 1, batch_size))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # reported with its reason when the pipeline reads it
+        return 0
+
+
+def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndParams,
+                     batch_size: int, skip_log: SkipLog) -> tf.data.Dataset:
+    """(path [B], label [B], waveform [B, samples], length [B]) without the undecodable files."""
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = dataset.map(lambda path, label: (path, label, tf.io.read_file(path)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    # Undecodable bytes are caught and counted below; this only catches files that vanish or
+    # cannot be read between listing and reading, which tf.data logs as a warning.
+    dataset = dataset.ignore_errors(log_warning=True)
+
+    def decode(path, label, contents):
+        waveforms, lengths, errors = decode_recordings(contents, params)
+        kept = tf.logical_not(skip_log.record(path, errors))
+        return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
+
+    dataset = dataset.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.filter(lambda path, label, waveforms, lengths: tf.size(path) > 0)
+
+
+def _row_seeds(seed: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """int64 [rows, 2]: one stateless seed per row, derived from a batch's seed."""
+    return tf.random.stateless_uniform(tf.stack([rows, 2]), seed, minval=None, maxval=None,
+                                       dtype=tf.int64)
 
 
 def make_dataset(
@@ -117,7 +191,7 @@ def make_dataset(
       params: front-end parameters; features are [params.clip_frames, params.feature_bins].
       training: shuffle each epoch, crop at random among the windows that carry speech and
         augment; otherwise take each recording's loudest window, in the table's order.
-      batch_size: clips per batch (the last batch may be smaller).
+      batch_size: clips per batch (fewer where a file was skipped, and in the last batch).
       seed: fixes the shuffle order and every random crop and augmentation.
       augment_params: augmentations for training (off by default).
       sample_weights: per-label weights (see `class_weights`), added as a third element.
@@ -134,46 +208,46 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     paths = table["path"].astype(str).to_numpy()
-    labels = labels_of(table)
-
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-
-    def load(path, label):
-        waveform, error = load_recording(path, params)
-        return path, label, waveform, skip_log.record(path, error)
-
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    # Undecodable bytes are caught and counted above; this only catches files that vanish or
-    # cannot be read between listing and reading, which tf.data logs as a warning.
-    dataset = dataset.ignore_errors(log_warning=True)
-    dataset = dataset.filter(lambda path, label, waveform, failed: tf.logical_not(failed))
-    if cache:
-        dataset = dataset.cache("" if cache is True else str(cache))
+    decode_size = decode_batch_size(paths, batch_size)
+    dataset = _decoded_batches(paths, labels_of(table), params, decode_size, skip_log)
+    cut = functools.partial(windows.speech_windows, length=params.clip_samples,
+                            hop=params.stft_hop_samples, relative_gate_db=params.crop_gate_db)
 
     if training:
+        # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
+        dataset = dataset.unbatch().map(
+            lambda path, label, waveform, length: (path, label, waveform[:length], length))
+        if cache:
+            dataset = dataset.cache("" if cache is True else str(cache))
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        # One stateless seed per element, different every epoch but fixed by `seed`.
+        dataset = dataset.padded_batch(decode_size)
+        # One stateless seed per batch, different every epoch but fixed by `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
 
-        def to_window(element, example_seed):
-            path, label, waveform, _ = element
+        def to_windows(batch, batch_seed):
+            path, label, waveforms, lengths = batch
             crop_seed, wave_seed, spec_seed = tf.unstack(
-                tf.random.experimental.stateless_split(example_seed, num=3))
-            window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.crop_gate_db,
-                                           crop_seed)
+                tf.random.experimental.stateless_split(batch_seed, num=3))
+            clips = cut(waveforms, lengths, seed=crop_seed)
+            rows = tf.shape(clips)[0]
             if augment_params.enabled:
-                window = augment.augment_waveform(
-                    window, augment_params, wave_seed, params.sample_rate)
-            return path, label, window, spec_seed
+                clips = tf.map_fn(
+                    lambda pair: augment.augment_waveform(
+                        pair[0], augment_params, pair[1], params.sample_rate),
+                    (clips, _row_seeds(wave_seed, rows)), fn_output_signature=tf.float32)
+            return path, label, clips, _row_seeds(spec_seed, rows)
     else:
-        def to_window(path, label, waveform, failed):
-            window = windows.speech_window(waveform, params.clip_samples,
-                                           params.stft_hop_samples, params.crop_gate_db)
-            return path, label, window, tf.zeros([2], tf.int64)
+        if cache:
+            dataset = dataset.cache("" if cache is True else str(cache))
 
-    dataset = dataset.map(to_window, num_parallel_calls=tf.data.AUTOTUNE)
+        def to_windows(path, label, waveforms, lengths):
+            clips = cut(waveforms, lengths)
+            return path, label, clips, tf.zeros([tf.shape(clips)[0], 2], tf.int64)
+
+    dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
+    if decode_size != batch_size:
+        dataset = dataset.unbatch().batch(batch_size)
     spec_augmenting = training and bool(augment_params.time_masks or augment_params.frequency_masks)
 
     # Features are computed a batch at a time: one STFT over the batch costs far less than one
@@ -192,7 +266,6 @@ def make_dataset(
             element += (path,)
         return element
 
-    dataset = dataset.batch(batch_size)
     dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(options)
@@ -215,13 +288,11 @@ def recordings_dataset(
       removed); undecodable files are skipped and logged.
     """
     skip_log = skip_log or SkipLog()
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
-
-    def load(path):
-        waveform, error = load_recording(path, params)
-        return path, waveform, skip_log.record(path, error)
-
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.ignore_errors(log_warning=True)
-    dataset = dataset.filter(lambda path, waveform, failed: tf.logical_not(failed))
-    return dataset.map(lambda path, waveform, failed: (path, waveform))
+    paths = np.asarray(paths, dtype=str)
+    dataset = _decoded_batches(paths, np.zeros(len(paths), np.float32), params,
+                               decode_batch_size(paths, 32), skip_log)
+    dataset = dataset.unbatch().map(
+        lambda path, label, waveform, length: (path, waveform[:length]))
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)

@@ -10,7 +10,6 @@ import csv
 import json
 import math
 import sys
-from pathlib import Path
 
 # Windows whose female probabilities spread this much (standard deviation) disagree.
 DISAGREEMENT_STD = 0.25
@@ -66,8 +65,7 @@ def windows_disagree(result) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import tensorflow as tf  # noqa: F401  (imported late so --help is instant)
-
+    # Imported late so --help is instant.
     from speakergender import serving
     try:
         model = serving.load_model(args.model)

@@ -66,9 +66,10 @@ def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.T
         waveform, error = pipeline.load_recording(tf.constant(path), front_end)
         if error.numpy():
             continue
-        clip = features.waveform_to_features(
-            windows.speech_window(waveform, front_end.clip_samples, front_end.stft_hop_samples,
-                                  front_end.crop_gate_db), front_end).numpy()
+        clip = windows.speech_windows(waveform[tf.newaxis], tf.shape(waveform)[:1],
+                                      front_end.clip_samples, front_end.stft_hop_samples,
+                                      front_end.crop_gate_db)
+        clip = features.waveform_to_features(clip, front_end)[0].numpy()
         scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
         images.append(np.flipud(scaled.T)[..., np.newaxis])
     if not images:
