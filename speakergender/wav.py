@@ -173,15 +173,27 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
     def float64():
         return tf.cast(raw(tf.float64, 8), tf.float32)
 
-    samples = tf.zeros(shape, tf.float32)
-    # Only the encodings present are decoded; a batch from one corpus usually has one.
-    for index, decode in enumerate([pcm8, pcm16, pcm24, pcm32, float32, float64]):
-        rows = tf.equal(encoding, index)
-        decoded = tf.cond(tf.reduce_any(rows), decode, lambda: tf.zeros(shape, tf.float32))
-        samples = tf.where(rows[:, tf.newaxis], decoded, samples)
-    # Zero samples past each row's end (an encoding's padding bytes need not decode to 0.0);
-    # a select, not a product, which would flush float32 denormals to zero.
-    return tf.where(tf.sequence_mask(num_samples, width), samples, 0.0)
+    decoders = [pcm8, pcm16, pcm24, pcm32, float32, float64]
+
+    def one_encoding():
+        # decode_raw pads short rows with zero bytes, which every encoding but 8-bit PCM
+        # decodes to 0.0: nothing left to mask.
+        return tf.switch_case(encoding[0], decoders)
+
+    def mixed_encodings():
+        samples = tf.zeros(shape, tf.float32)
+        # Only the encodings present are decoded.
+        for index, decode in enumerate(decoders):
+            rows = tf.equal(encoding, index)
+            decoded = tf.cond(tf.reduce_any(rows), decode, lambda: tf.zeros(shape, tf.float32))
+            samples = tf.where(rows[:, tf.newaxis], decoded, samples)
+        # Zero samples past each row's end (8-bit PCM's zero byte is -1.0, undecodable rows
+        # are zeros already); a select, not a product, which would flush float32 denormals.
+        return tf.where(tf.sequence_mask(num_samples, width), samples, 0.0)
+
+    # A batch from one corpus usually holds one encoding, which then costs a single pass.
+    uniform = tf.reduce_all(tf.equal(encoding, encoding[0])) & (encoding[0] > 0)
+    return tf.cond(uniform, one_encoding, mixed_encodings)
 
 
 def _deinterleave(samples: tf.Tensor, num_frames: tf.Tensor,
@@ -211,8 +223,9 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
       contents: string [B], each a whole WAV file (or any bytes).
 
     Returns:
-      float32 [B, max frames, max channels] (zero-padded), int32 [B] frames, int32 [B]
-      channels, int32 [B] sample rate and string [B] error; a row that failed has 0 frames,
+      float32 [B, max samples] interleaved samples (zero-padded; see `_deinterleave`), int32
+      [B] frames, int32 [B] channels, int32 [B] sample rate and string [B] error; a row that
+      failed has 0 frames,
       rate 0 and a message, a row that decoded an empty message.
     """
     contents = tf.convert_to_tensor(contents, tf.string)
@@ -274,16 +287,15 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
     data = tf.strings.substr(contents, tf.cast(tf.where(ok, data_pos, 0), tf.int32),
                              tf.cast(data_bytes, tf.int32))
     samples = _decode_samples(data, tf.where(ok, encoding, -1), num_samples)
-    channels = _deinterleave(samples, num_frames, num_channels)
     rate = tf.where(ok, tf.cast(tf.minimum(rate, tf.int32.max), tf.int32), 0)
-    return channels, num_frames, num_channels, rate, error
+    return samples, num_frames, num_channels, rate, error
 
 
 def _parse(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """`_parse_batch` for one file: float32 [frames, channels] ([0, 1] on error), rate, error."""
-    channels, num_frames, num_channels, rate, error = _parse_batch(
+    samples, num_frames, num_channels, rate, error = _parse_batch(
         tf.reshape(tf.convert_to_tensor(contents, tf.string), [1]))
-    channels = channels[0, :num_frames[0], :num_channels[0]]
+    channels = _deinterleave(samples, num_frames, num_channels)[0, :num_frames[0], :num_channels[0]]
     channels.set_shape([None, None])
     return channels, rate[0], error[0]
 
@@ -375,8 +387,14 @@ def try_decode_wav_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
       row, int32 [B] sample rates in Hz and string [B] error messages (empty for rows that
       decoded; a failed row has no samples and rate 0).
     """
-    channels, num_frames, num_channels, rate, error = _parse_batch(contents)
-    mono = tf.reduce_sum(channels, axis=2) / tf.cast(num_channels, tf.float32)[:, tf.newaxis]
+    samples, num_frames, num_channels, rate, error = _parse_batch(contents)
+
+    def average_channels():
+        channels = _deinterleave(samples, num_frames, num_channels)
+        return tf.reduce_sum(channels, axis=2) / tf.cast(num_channels, tf.float32)[:, tf.newaxis]
+
+    mono = tf.cond(tf.reduce_max(num_channels) <= 1,
+                   lambda: samples[:, :tf.reduce_max(num_frames)], average_channels)
     return mono, num_frames, rate, error
 
 

@@ -118,10 +118,17 @@ def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: i
             room // hop + 1, tf.float32)
         offset = tf.minimum(tf.cast(offsets, tf.int32), room // hop) * hop
         start = tf.where(short, offset - room, draw * hop)
-    # Start may be negative (a short recording, centred or offset): pad the front by a window.
-    padded = tf.pad(waveforms, [[0, 0], [length, length]])
-    index = start[:, tf.newaxis] + length + tf.range(length)[tf.newaxis, :]
-    return tf.gather(padded, index, batch_dims=1)
+    # Start may be negative (a short recording, centred or offset). Out-of-range samples are
+    # masked rather than padded in: padding would copy the whole batch for one window each.
+    index = start[:, tf.newaxis] + tf.range(length)[tf.newaxis, :]
+    inside = (index >= 0) & (index < lengths[:, tf.newaxis])
+    width = tf.shape(waveforms)[1]
+
+    def gather():
+        taken = tf.gather(waveforms, tf.clip_by_value(index, 0, width - 1), batch_dims=1)
+        return tf.where(inside, taken, 0.0)
+
+    return tf.cond(width > 0, gather, lambda: tf.zeros([batch, length], tf.float32))
 
 
 def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:
