@@ -101,7 +101,7 @@ def train_and_calibrate(
     """Trains on `table` (validation speakers carved out of it) and calibrates on them.
 
     Returns:
-      The servable module (classifier, front end, temperature) and the epoch history.
+      The servable module (classifier, front end, calibration) and the epoch history.
     """
     validation = splits.validation_split(table, params.validation_fraction, params.seed)
     train_table, validation_table = splits.split_rows(table, validation)
@@ -112,7 +112,9 @@ def train_and_calibrate(
         verbose=verbose)
     module = GenderClassifierModule(model, front_end, config=run_config_json)
     scored = training.score_recordings(module, validation_table, skip_log=skip_log)
-    module.temperature.assign(training.fit_temperature(scored["logit"], scored["label"]))
+    temperature, bias = training.fit_calibration(scored["logit"], scored["label"])
+    module.temperature.assign(temperature)
+    module.bias.assign(bias)
     return module, history
 
 
@@ -170,6 +172,7 @@ def run_experiment(
         report = metrics.evaluation_report(scored)
         report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
                       temperature=float(module.temperature.numpy()),
+                      calibration_bias=float(module.bias.numpy()),
                       train_seconds=round(train_seconds, 1))
         scored.assign(fold=name).to_csv(fold_dir / "predictions.csv", index=False)
         report_path.write_text(json_text(report))
@@ -211,6 +214,7 @@ def run_experiment(
         "pooled": metrics.evaluation_report(pooled),
         "summary": metrics.summarize_folds(reports),
         "temperature": float(module.temperature.numpy()),
+        "calibration_bias": float(module.bias.numpy()),
         "parameters": int(module.classifier.count_params()),
         "saved_model": str(version_dir),
         "skipped_files": skip_log.skipped,

@@ -42,19 +42,23 @@ class GenderClassifierModule(tf.Module):
     Args:
       classifier: Keras model [batch, frames, bins] -> logits [batch, 1].
       front_end: the parameters the classifier was trained with.
-      temperature: logits are divided by it (calibration on validation speakers).
+      temperature: logits are divided by it, then `bias` is added (calibration on
+        validation speakers).
+      bias: see `temperature`.
       threshold: female when the calibrated probability reaches it.
       config: JSON-ready description of the run, stored in the SavedModel.
     """
 
     def __init__(self, classifier: keras.Model, front_end: FrontEndParams,
-                 temperature: float = 1.0, threshold: float = 0.5,
+                 temperature: float = 1.0, bias: float = 0.0, threshold: float = 0.5,
                  config: dict | None = None):
         super().__init__(name="speakergender")
         self.classifier = classifier
         self.front_end = front_end
         self.temperature = tf.Variable(temperature, trainable=False, dtype=tf.float32,
                                        name="temperature")
+        self.bias = tf.Variable(bias, trainable=False, dtype=tf.float32,
+                                name="calibration_bias")
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                      name="threshold")
         self._config_json = json.dumps(config or {}, sort_keys=True)
@@ -94,7 +98,8 @@ class GenderClassifierModule(tf.Module):
             tf.reshape(framed, [-1, params.clip_samples]), params)
         clip_features = tf.ensure_shape(clip_features, [None, *params.feature_shape])
         window_logits = tf.reshape(
-            self.classifier(clip_features, training=False), [batch, count]) / self.temperature
+            self.classifier(clip_features, training=False),
+            [batch, count]) / self.temperature + self.bias
         has_sound = tf.reduce_any(sounding, axis=1)
         # A silent recording still gets a probability (from all its windows) but no gender.
         weights = tf.cast(sounding | (own_window & ~has_sound[:, tf.newaxis]), tf.float32)

@@ -43,7 +43,8 @@ class LoadedModel:
         # A loaded SavedModel is a plain trackable without `.variables`; its signatures list
         # the variables they capture.
         return int(sum(np.prod(v.shape) for v in self.classify_wav.variables
-                       if v.name.split(":")[0] not in ("temperature", "threshold")))
+                       if v.name.split(":")[0] not in ("temperature", "calibration_bias",
+                                                           "threshold")))
 
 
 def resolve_model_path(model: str | Path, models_dir: Path = DEFAULT_MODELS_DIR) -> Path:

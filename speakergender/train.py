@@ -146,7 +146,10 @@ def choose_strategy(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own notes (corpus problems, split sizes) at INFO; TensorFlow's absl INFO chatter
+    # ("Sharding callback duration ...") stays hidden.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("speakergender").setLevel(logging.INFO)
     try:
         front_end, params = params_from_args(args)
     except ValueError as error:

@@ -114,13 +114,14 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> keras.Model:
 TRAIN_EPOCHS = 5
 
 
-def trained_module(tmp_path_factory: pytest.TempPathFactory, temperature: float = 1.0):
+def trained_module(tmp_path_factory: pytest.TempPathFactory, temperature: float = 1.0,
+                   bias: float = 0.0):
     """A GenderClassifierModule around `trained_classifier` (a new module each call)."""
     from speakergender.config import FrontEndParams
     from speakergender.export import GenderClassifierModule
 
     return GenderClassifierModule(
-        trained_classifier(tmp_path_factory), FrontEndParams(), temperature=temperature,
+        trained_classifier(tmp_path_factory), FrontEndParams(), temperature=temperature, bias=bias,
         config={"front_end": {"window_hop_seconds": FrontEndParams().window_hop_seconds},
                 "note": "test model"})
 

@@ -40,7 +40,8 @@ def test_yamnet_head_then_fine_tuning_trains_and_exports(tmp_path_factory, yamne
     served = reloaded.signatures["serving_default"](waveform=tf.constant(waveform))["logits"]
     features = waveform_to_features(prepare_recording(tf.constant(waveform), front_end),
                                     front_end)
-    calibrated = tf.reshape(model(features), [-1]) / result["temperature"]
+    calibrated = (tf.reshape(model(features), [-1]) / result["temperature"]
+                  + result["calibration_bias"])
     np.testing.assert_allclose(calibrated, served, atol=1e-4)
 
 

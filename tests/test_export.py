@@ -19,12 +19,13 @@ from speakergender.config import FrontEndParams
 
 PARAMS = FrontEndParams()
 TEMPERATURE = 1.7
+BIAS = 0.4
 THREE_WINDOWS = PARAMS.clip_samples + 2 * PARAMS.window_hop_samples  # 30960 samples
 
 
 @pytest.fixture(scope="module")
 def module(tmp_path_factory) -> export.GenderClassifierModule:
-    return helpers.trained_module(tmp_path_factory, temperature=TEMPERATURE)
+    return helpers.trained_module(tmp_path_factory, temperature=TEMPERATURE, bias=BIAS)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,7 @@ print(json.dumps({
     "speakergender_imported": any(m.split(".")[0] == "speakergender" for m in sys.modules),
     "signatures": sorted(loaded.signatures),
     "temperature": float(loaded.temperature.numpy()),
+    "bias": float(loaded.bias.numpy()),
     "config_json": metadata["config_json"].numpy().decode(),
     "sample_rate": int(metadata["sample_rate"]),
     "clip_samples": int(metadata["clip_samples"]),
@@ -142,19 +144,21 @@ def test_classify_wav_reports_a_corrupt_entry_and_scores_the_others(reloaded):
                                atol=1e-3)
 
 
-def test_temperature_and_metadata_are_stored(module, reloaded, tmp_path_factory):
+def test_calibration_and_metadata_are_stored(module, reloaded, tmp_path_factory):
     info, outputs = reloaded
     assert info["temperature"] == pytest.approx(TEMPERATURE)
     assert (info["sample_rate"], info["clip_samples"]) == (16000, 15600)
     assert info["threshold"] == pytest.approx(0.5)
     assert json.loads(info["config_json"])["note"] == "test model"
-    # The stored temperature divides the logits: an uncalibrated twin gives TEMPERATURE x them.
+    assert info["bias"] == pytest.approx(BIAS)
+    # The stored temperature divides the logits, then the bias is added: an uncalibrated twin
+    # gives the raw logits.
     uncalibrated = helpers.trained_module(tmp_path_factory, temperature=1.0)
     raw = uncalibrated.serve_waveform(tf.constant(_waveforms()))["logits"].numpy()
-    np.testing.assert_allclose(outputs["serving_logits"] * TEMPERATURE, raw, rtol=1e-5,
+    np.testing.assert_allclose(outputs["serving_logits"], raw / TEMPERATURE + BIAS, rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_allclose(outputs["serving_female_probability"],
-                               1 / (1 + np.exp(-raw / TEMPERATURE)), atol=1e-6)
+                               1 / (1 + np.exp(-(raw / TEMPERATURE + BIAS))), atol=1e-6)
 
 
 def test_saved_model_cli_lists_the_signatures(model_dir):
@@ -192,7 +196,7 @@ def test_long_input_averages_its_windows(module):
     hop, length = PARAMS.window_hop_samples, PARAMS.clip_samples
     clips = tf.stack([prepared[i * hop:i * hop + length] for i in range(3)])
     window_logits = module.classifier(features.waveform_to_features(clips, PARAMS)).numpy()
-    window_logits = window_logits[:, 0] / TEMPERATURE
+    window_logits = window_logits[:, 0] / TEMPERATURE + BIAS
     np.testing.assert_allclose(outputs["window_logits"][0], window_logits, atol=1e-4)
     assert float(outputs["logits"][0]) == pytest.approx(window_logits.mean(), abs=1e-4)
     # A silent last window is not counted.
