@@ -50,10 +50,14 @@ def spectrogram(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
         frame_length=params.stft_window_samples,
         frame_step=params.stft_hop_samples,
         fft_length=params.fft_length)
-    magnitude = tf.abs(stft)
-    if params.magnitude_exponent != 1.0:
-        magnitude = tf.pow(magnitude, params.magnitude_exponent)
-    return magnitude
+    # |z|^2 from its parts: tf.abs on complex numbers (an overflow-safe hypot) costs more than
+    # the FFT, and an STFT of audio in [-1, 1] cannot overflow.
+    power = tf.square(tf.math.real(stft)) + tf.square(tf.math.imag(stft))
+    if params.magnitude_exponent == 2.0:
+        return power
+    if params.magnitude_exponent == 1.0:
+        return tf.sqrt(power)
+    return tf.pow(power, params.magnitude_exponent / 2.0)
 
 
 def mel_matrix(params: FrontEndParams) -> tf.Tensor:
@@ -123,6 +127,19 @@ def waveform_to_features(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tens
     return log_mel_spectrogram(waveform, params)
 
 
+def dc_offsets(waveforms: tf.Tensor, lengths: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Each recording's DC offset as `prepare_recording` removes it, float32 [batch].
+
+    Args:
+      waveforms: float32 [batch, samples], each row zero past its length.
+      lengths: int32 [batch], samples in each row.
+      params: front-end parameters; zeros when they keep the offset.
+    """
+    if not params.remove_dc_offset:
+        return tf.zeros(tf.shape(waveforms)[:1], tf.float32)
+    return tf.reduce_sum(waveforms, axis=1) / tf.cast(tf.maximum(lengths, 1), tf.float32)
+
+
 def prepare_recording(waveform: tf.Tensor, params: FrontEndParams,
                       lengths: tf.Tensor | None = None) -> tf.Tensor:
     """Whole-recording conditioning before windows are cut: DC-offset removal.
@@ -144,9 +161,7 @@ def prepare_recording(waveform: tf.Tensor, params: FrontEndParams,
     if lengths is None:
         return remove_dc_offset(waveform)
     valid = tf.sequence_mask(lengths, tf.shape(waveform)[1])
-    mean = tf.reduce_sum(waveform, axis=1, keepdims=True) / tf.cast(
-        tf.maximum(lengths, 1), tf.float32)[:, tf.newaxis]
-    return tf.where(valid, waveform - mean, 0.0)
+    return tf.where(valid, waveform - dc_offsets(waveform, lengths, params)[:, tf.newaxis], 0.0)
 
 
 @keras.saving.register_keras_serializable(package="speakergender")

@@ -108,9 +108,16 @@ def decode_recordings(contents: tf.Tensor, params: FrontEndParams
       [batch] lengths; string [batch] errors, empty where the file decoded (a failed row has
       length 0).
     """
+    waveforms, lengths, errors = _decode_and_resample(contents, params)
+    return features.prepare_recording(waveforms, params, lengths), lengths, errors
+
+
+def _decode_and_resample(contents: tf.Tensor, params: FrontEndParams
+                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`decode_recordings` without the DC removal: waveforms, lengths, errors."""
     waveforms, lengths, rates, errors = wav.try_decode_wav_batch(contents)
     waveforms, lengths = resample_rows(waveforms, lengths, rates, params.sample_rate)
-    return features.prepare_recording(waveforms, params, lengths), lengths, errors
+    return waveforms, lengths, errors
 
 
 def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, tf.Tensor]:
@@ -147,7 +154,9 @@ def _file_size(path: str) -> int:
 
 def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndParams,
                      batch_size: int, skip_log: SkipLog) -> tf.data.Dataset:
-    """(path [B], label [B], waveform [B, samples], length [B]) without the undecodable files."""
+    """(path [B], label [B], waveform [B, samples], length [B], DC offset [B]) without the
+    undecodable files. The offset is left in the waveforms: `windows.speech_windows` takes it
+    off the one window it cuts, cheaper than a pass over every whole recording."""
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = dataset.map(lambda path, label: (path, label, tf.io.read_file(path)),
                           num_parallel_calls=tf.data.AUTOTUNE)
@@ -156,12 +165,14 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     dataset = dataset.ignore_errors(log_warning=True)
 
     def decode(path, label, contents):
-        waveforms, lengths, errors = decode_recordings(contents, params)
+        waveforms, lengths, errors = _decode_and_resample(contents, params)
+        offsets = features.dc_offsets(waveforms, lengths, params)
         kept = tf.logical_not(skip_log.record(path, errors))
-        return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
+        return tuple(tf.boolean_mask(value, kept)
+                     for value in (path, label, waveforms, lengths, offsets))
 
     dataset = dataset.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.filter(lambda path, label, waveforms, lengths: tf.size(path) > 0)
+    return dataset.filter(lambda path, *_: tf.size(path) > 0)
 
 
 def _row_seeds(seed: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -216,7 +227,8 @@ def make_dataset(
     if training:
         # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
         dataset = dataset.unbatch().map(
-            lambda path, label, waveform, length: (path, label, waveform[:length], length))
+            lambda path, label, waveform, length, offset:
+            (path, label, waveform[:length], length, offset))
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -226,10 +238,10 @@ def make_dataset(
         dataset = tf.data.Dataset.zip((dataset, seeds))
 
         def to_windows(batch, batch_seed):
-            path, label, waveforms, lengths = batch
+            path, label, waveforms, lengths, offsets = batch
             crop_seed, wave_seed, spec_seed = tf.unstack(
                 tf.random.experimental.stateless_split(batch_seed, num=3))
-            clips = cut(waveforms, lengths, seed=crop_seed)
+            clips = cut(waveforms, lengths, seed=crop_seed, offsets=offsets)
             rows = tf.shape(clips)[0]
             if augment_params.enabled:
                 clips = tf.map_fn(
@@ -241,8 +253,8 @@ def make_dataset(
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
 
-        def to_windows(path, label, waveforms, lengths):
-            clips = cut(waveforms, lengths)
+        def to_windows(path, label, waveforms, lengths, offsets):
+            clips = cut(waveforms, lengths, offsets=offsets)
             return path, label, clips, tf.zeros([tf.shape(clips)[0], 2], tf.int64)
 
     dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
@@ -292,7 +304,7 @@ def recordings_dataset(
     dataset = _decoded_batches(paths, np.zeros(len(paths), np.float32), params,
                                decode_batch_size(paths, 32), skip_log)
     dataset = dataset.unbatch().map(
-        lambda path, label, waveform, length: (path, waveform[:length]))
+        lambda path, label, waveform, length, offset: (path, waveform[:length] - offset))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options)

@@ -81,6 +81,27 @@ def test_a_row_is_cut_as_it_would_be_alone_whatever_the_batch_padding():
         np.testing.assert_array_equal(together[i], alone[0])
 
 
+def test_offsets_cut_what_removing_them_first_would():
+    # A recorder's DC offset shifts every sample; quiet and loud stretches, short and long rows.
+    rng = np.random.default_rng(3)
+    lengths = [90, 61, 9]
+    clean = np.zeros([3, 90], np.float32)
+    for i, n in enumerate(lengths):
+        clean[i, :n] = rng.normal(0, 0.01, n) * np.where(np.arange(n) % 40 < 12, 30.0, 1.0)
+    offsets = np.array([-0.085, 0.2, -0.3], np.float32)
+    shifted = np.where(np.arange(90) < np.array(lengths)[:, None], clean + offsets[:, None], 0)
+    shifted = tf.constant(shifted.astype(np.float32))
+    levels = windows.window_start_levels_db(shifted, lengths, 16, 4, offsets).numpy()
+    np.testing.assert_allclose(levels, windows.window_start_levels_db(clean, lengths, 16, 4),
+                               atol=1e-3)
+    for seed in (None, tf.constant([4, 2])):
+        cut = windows.speech_windows(shifted, lengths, 16, 4, 10.0, seed, offsets).numpy()
+        expected = windows.speech_windows(clean, lengths, 16, 4, 10.0, seed).numpy()
+        np.testing.assert_allclose(cut, expected, atol=1e-6)
+        # The short row's 9 samples stand somewhere in its window; the rest stays zero.
+        assert np.count_nonzero(cut[2]) == 9
+
+
 def _random_windows(signal: tf.Tensor, length: int, seeds: int) -> np.ndarray:
     window = tf.function(lambda seed: _drawn_window(signal, length, seed))  # noqa: B023
     return np.stack([window(tf.constant([seed, 7])).numpy() for seed in range(seeds)])
