@@ -334,11 +334,14 @@ MAX_BIAS = 5.0
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Temperature T and bias b minimising the class-balanced log loss of sigmoid(z / T + b).
+    """Platt scaling: T and b minimising the class-balanced log loss of sigmoid(z / T + b).
 
     Fitted on validation speakers, whom the model never trained on: unheard voices of the
     minority gender tend to score on the majority's side of 0 while still ranking right (high
-    AUC, low recall), and the bias moves the decision to where unheard speakers fall.
+    AUC, low recall), and the bias moves the decision to where unheard speakers fall. As in
+    Platt's method the targets are (n + 1) / (n + 2) and 1 / (n + 2), not 1 and 0, so a
+    validation set that the model separates does not drive T to its bound and make every
+    probability 0 or 1.
 
     Args:
       logits: [n] uncalibrated logits (female > 0).
@@ -355,12 +358,14 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     if len(logits) == 0 or labels.min() == labels.max():
         return 1.0, 0.0
     weights = np.where(labels == 1, 0.5 / labels.mean(), 0.5 / (1 - labels.mean()))
-    sign = np.where(labels == 1, -1.0, 1.0)
+    females, males = labels.sum(), len(labels) - labels.sum()
+    targets = np.where(labels == 1, (females + 1) / (females + 2), 1 / (males + 2))
 
     def loss(theta: np.ndarray) -> float:
         z = logits / math.exp(theta[0]) + theta[1]
-        # log(1 + exp(-z)) for females, log(1 + exp(z)) for males, computed stably.
-        return float(np.mean(weights * np.logaddexp(0.0, sign * z)))
+        # Cross-entropy against the targets, with log(1 + exp(-z)) and log(1 + exp(z)) stable.
+        return float(np.mean(weights * (targets * np.logaddexp(0.0, -z)
+                                        + (1 - targets) * np.logaddexp(0.0, z))))
 
     fitted = optimize.minimize(loss, x0=np.zeros(2), method="L-BFGS-B", bounds=[
         (math.log(0.05), math.log(20.0)), (-MAX_BIAS, MAX_BIAS)])

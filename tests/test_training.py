@@ -36,10 +36,15 @@ def test_nothing_to_fit_leaves_logits_alone():
     assert training.fit_calibration(np.array([1.0, 2.0]), np.array([1, 1])) == (1.0, 0.0)
 
 
-def test_separable_validation_keeps_bias_bounded():
-    temperature, bias = training.fit_calibration(np.array([-50.0, -40.0, 40.0, 50.0]),
-                                                 np.array([0, 0, 1, 1]))
-    assert abs(bias) <= training.MAX_BIAS and 0.05 <= temperature <= 20.0
+def test_separable_validation_gives_confident_but_not_certain_probabilities():
+    # 100 clips a gender, separated by a wide margin: Platt's targets are 101/102 and 1/102.
+    labels = np.repeat([0, 1], 100)
+    logits = np.where(labels == 1, 40.0, -40.0) + np.linspace(-5, 5, labels.size)
+    temperature, bias = training.fit_calibration(logits, labels)
+    probability = 1 / (1 + np.exp(-(logits / temperature + bias)))
+    assert 0.97 < probability[labels == 1].mean() < 0.999
+    assert 0.001 < probability[labels == 0].mean() < 0.03
+    assert temperature > 1.0 and abs(bias) <= training.MAX_BIAS
 
 
 def _balanced(logits, labels):
