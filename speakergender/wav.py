@@ -70,7 +70,8 @@ class WavError(ValueError):
 def _read_uints(padded: tf.Tensor, pos: tf.Tensor, num_bytes: int) -> tf.Tensor:
     """Little-endian unsigned integers of `num_bytes` bytes at byte `pos` of each row, int64 [B]."""
     raw = tf.io.decode_raw(
-        tf.strings.substr(padded, tf.cast(pos, tf.int32), tf.fill(tf.shape(pos), num_bytes)),
+        tf.strings.substr(padded, tf.cast(pos, tf.int64),
+                          tf.fill(tf.shape(pos), tf.constant(num_bytes, tf.int64))),
         tf.uint8)
     raw = tf.cast(tf.reshape(raw, [-1, num_bytes]), tf.int64)
     return tf.reduce_sum(raw * tf.constant([256**i for i in range(num_bytes)], tf.int64), axis=1)
@@ -114,7 +115,7 @@ def _find_chunks(padded: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, ...]:
     def next_chunk(pos, fmt_pos, fmt_size, data_pos, data_size):
         active = walking(pos, fmt_pos, data_pos)
         at = tf.where(active, pos, 0)  # rows that stopped may point past their end
-        chunk_id = tf.strings.substr(padded, tf.cast(at, tf.int32), tf.fill(tf.shape(at), 4))
+        chunk_id = tf.strings.substr(padded, at, tf.fill(tf.shape(at), tf.constant(4, tf.int64)))
         chunk_size = _read_uints(padded, at + 4, 4)
         is_fmt = active & tf.equal(chunk_id, "fmt ") & (fmt_pos < 0)
         is_data = active & tf.equal(chunk_id, "data") & (data_pos < 0)
@@ -178,7 +179,7 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
     def one_encoding():
         # decode_raw pads short rows with zero bytes, which every encoding but 8-bit PCM
         # decodes to 0.0: nothing left to mask.
-        return tf.switch_case(encoding[0], decoders)
+        return tf.switch_case(first, decoders)
 
     def mixed_encodings():
         samples = tf.zeros(shape, tf.float32)
@@ -191,29 +192,17 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
         # are zeros already); a select, not a product, which would flush float32 denormals.
         return tf.where(tf.sequence_mask(num_samples, width), samples, 0.0)
 
-    # A batch from one corpus usually holds one encoding, which then costs a single pass.
-    uniform = tf.reduce_all(tf.equal(encoding, encoding[0])) & (encoding[0] > 0)
+    # A batch from one corpus usually holds one encoding, which then costs a single pass. (The
+    # maximum, not row 0, so that an empty batch takes the general path.)
+    first = tf.reduce_max(encoding)
+    uniform = tf.reduce_all(tf.equal(encoding, first)) & (first > 0)
     return tf.cond(uniform, one_encoding, mixed_encodings)
 
 
-def _deinterleave(samples: tf.Tensor, num_frames: tf.Tensor,
-                  num_channels: tf.Tensor) -> tf.Tensor:
-    """float32 [B, frames * channels] interleaved -> [B, max frames, max channels], zero-padded."""
-    max_frames = tf.reduce_max(num_frames)
-    max_channels = tf.reduce_max(num_channels)
-
-    def mono():
-        return samples[:, :max_frames, tf.newaxis]
-
-    def any_channels():
-        frame = tf.range(max_frames)[tf.newaxis, :, tf.newaxis]
-        channel = tf.range(max_channels)[tf.newaxis, tf.newaxis, :]
-        rows_channels = num_channels[:, tf.newaxis, tf.newaxis]
-        valid = (channel < rows_channels) & (frame < num_frames[:, tf.newaxis, tf.newaxis])
-        index = tf.where(valid, frame * rows_channels + channel, 0)
-        return tf.where(valid, tf.gather(samples, index, batch_dims=1), 0.0)
-
-    return tf.cond(max_channels <= 1, mono, any_channels)
+def _channels_of_row(samples: tf.Tensor, num_frames: tf.Tensor,
+                     num_channels: tf.Tensor) -> tf.Tensor:
+    """One row of interleaved samples as float32 [frames, channels]."""
+    return tf.reshape(samples[:num_frames * num_channels], tf.stack([num_frames, num_channels]))
 
 
 def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -223,7 +212,7 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
       contents: string [B], each a whole WAV file (or any bytes).
 
     Returns:
-      float32 [B, max samples] interleaved samples (zero-padded; see `_deinterleave`), int32
+      float32 [B, max samples] interleaved samples (zero-padded), int32
       [B] frames, int32 [B] channels, int32 [B] sample rate and string [B] error; a row that
       failed has 0 frames,
       rate 0 and a message, a row that decoded an empty message.
@@ -284,8 +273,8 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
     num_channels = tf.cast(tf.where(ok, num_channels, 1), tf.int32)
     num_samples = num_frames * num_channels
     data_bytes = tf.where(ok, tf.cast(num_samples, tf.int64) * (bits // 8), 0)
-    data = tf.strings.substr(contents, tf.cast(tf.where(ok, data_pos, 0), tf.int32),
-                             tf.cast(data_bytes, tf.int32))
+    # Byte positions stay int64: a file may pass 2 GiB.
+    data = tf.strings.substr(contents, tf.where(ok, data_pos, 0), data_bytes)
     samples = _decode_samples(data, tf.where(ok, encoding, -1), num_samples)
     rate = tf.where(ok, tf.cast(tf.minimum(rate, tf.int32.max), tf.int32), 0)
     return samples, num_frames, num_channels, rate, error
@@ -295,7 +284,7 @@ def _parse(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """`_parse_batch` for one file: float32 [frames, channels] ([0, 1] on error), rate, error."""
     samples, num_frames, num_channels, rate, error = _parse_batch(
         tf.reshape(tf.convert_to_tensor(contents, tf.string), [1]))
-    channels = _deinterleave(samples, num_frames, num_channels)[0, :num_frames[0], :num_channels[0]]
+    channels = _channels_of_row(samples[0], num_frames[0], num_channels[0])
     channels.set_shape([None, None])
     return channels, rate[0], error[0]
 
@@ -389,12 +378,20 @@ def try_decode_wav_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """
     samples, num_frames, num_channels, rate, error = _parse_batch(contents)
 
+    max_frames = tf.reduce_max(num_frames)
+
     def average_channels():
-        channels = _deinterleave(samples, num_frames, num_channels)
-        return tf.reduce_sum(channels, axis=2) / tf.cast(num_channels, tf.float32)[:, tf.newaxis]
+        # Row by row: a batch-wide [B, frames, channels] tensor would let one short file with
+        # many channels beside a long mono one take memory in their product.
+        def downmix(row):
+            mono = downmix_to_mono(_channels_of_row(*row))
+            return tf.pad(mono, [[0, max_frames - tf.shape(mono)[0]]])
+
+        return tf.map_fn(downmix, (samples, num_frames, num_channels),
+                         fn_output_signature=tf.TensorSpec([None], tf.float32))
 
     mono = tf.cond(tf.reduce_max(num_channels) <= 1,
-                   lambda: samples[:, :tf.reduce_max(num_frames)], average_channels)
+                   lambda: samples[:, :max_frames], average_channels)
     return mono, num_frames, rate, error
 
 

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
+import helpers
 import wavfiles
 from speakergender import wav
 from wavfiles import chunk, fmt_payload, pcm16_wav, riff
@@ -72,6 +73,56 @@ def test_a_batch_of_mixed_files_decodes_each_as_soundfile_does(tmp_path):
         # The same as that file decoded on its own.
         alone, alone_rate, _ = wav.try_decode_wav(tf.constant(contents[row]))
         np.testing.assert_array_equal(waveforms[row, :len(samples)], alone)
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_a_batch_of_one_encoding_decodes_each_as_soundfile_does(tmp_path, subtype):
+    """The one-encoding path: rows of different lengths, zero past each one's end."""
+    contents, expected = [], []
+    for i, num_samples in enumerate((300, 41, 1000)):
+        path = wavfiles.write_wav(tmp_path / f"{i}.wav", _test_signal(num_samples, 1), 16000,
+                                  subtype)
+        contents.append(path.read_bytes())
+        expected.append(sf.read(path, dtype="float32")[0])
+    waveforms, lengths, _, errors = wav.try_decode_wav_batch(tf.constant(contents))
+    assert not any(errors.numpy()) and lengths.numpy().tolist() == [300, 41, 1000]
+    for row, samples in enumerate(expected):
+        np.testing.assert_allclose(waveforms[row, :len(samples)], samples, rtol=2.0**-24, atol=0)
+        assert not np.any(waveforms[row, len(samples):])
+
+
+def test_an_empty_batch_decodes_to_nothing():
+    waveforms, lengths, rates, errors = wav.try_decode_wav_batch(tf.constant([], tf.string))
+    assert waveforms.shape[0] == 0 and lengths.shape == rates.shape == errors.shape == (0,)
+
+
+PEAK_MEMORY_SCRIPT = """
+import resource, sys
+import tensorflow as tf
+from speakergender import wav
+files = [open(path, "rb").read() for path in sys.argv[1:]]
+decode = tf.function(wav.try_decode_wav_batch, input_signature=[tf.TensorSpec([None], tf.string)])
+decode(tf.constant(files[:1]))  # warm up: tracing and TensorFlow's own allocations
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+waveforms, lengths, _, errors = decode(tf.constant(files))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert not any(errors.numpy()) and lengths.numpy().tolist() == [200000, 4], lengths
+print((after - before) // 1024)
+"""
+
+
+def test_many_channels_beside_a_long_mono_file_cost_no_more_than_their_samples(tmp_path):
+    """Downmixing goes row by row: a batch-wide [batch, frames, channels] tensor would hold
+    200,000 frames x 512 channels (400 MB a copy) for a 4 KB file beside a long mono one."""
+    long_mono = wavfiles.write_wav(tmp_path / "mono.wav", _test_signal(200_000, 1), 16000)
+    wide = wavfiles.write_wav(tmp_path / "wide.wav", _test_signal(4, 512), 16000)
+    result = helpers.run_python(PEAK_MEMORY_SCRIPT, str(long_mono), str(wide))
+    assert int(result.stdout.split()[-1]) < 100  # MB of peak growth
+    waveforms, lengths, _, _ = wav.try_decode_wav_batch(
+        tf.constant([long_mono.read_bytes(), wide.read_bytes()]))
+    expected = sf.read(wide, dtype="float32")[0].mean(axis=1)
+    np.testing.assert_allclose(waveforms[1, :4], expected, rtol=1e-6)
+    assert not np.any(waveforms[1, 4:])
 
 
 def test_float32_passes_through_bit_exact(tmp_path):
