@@ -65,28 +65,27 @@ def window_start_levels_db(waveforms: tf.Tensor, lengths: tf.Tensor, length: int
     """
     lengths = tf.cast(lengths, tf.int32)
     batch = tf.shape(waveforms)[0]
-    # Window sums from running sums over blocks that both window ends fall on.
+    # Window energies from a running sum over blocks that both window ends fall on.
     block = math.gcd(length, hop)
     num_starts = tf.maximum((lengths - length) // hop + 1, 1)
     candidates = tf.range(tf.reduce_max(num_starts))
     starts = candidates * hop
     total = tf.maximum(tf.shape(waveforms)[1], starts[-1] + length)
     total += -total % block
-    padded = tf.reshape(tf.pad(waveforms, [[0, 0], [0, total - tf.shape(waveforms)[1]]]),
+    blocks = tf.reshape(tf.pad(waveforms, [[0, 0], [0, total - tf.shape(waveforms)[1]]]),
                         [batch, -1, block])
-
-    def window_sums(block_sums: tf.Tensor) -> tf.Tensor:
-        running = tf.pad(tf.cumsum(tf.cast(block_sums, tf.float64), axis=1), [[0, 0], [1, 0]])
-        return (tf.gather(running, (starts + length) // block, axis=1)
-                - tf.gather(running, starts // block, axis=1))
-
-    energy = window_sums(tf.reduce_sum(tf.square(padded), axis=2))
     if offsets is not None:
-        # sum((x - m)^2) = sum(x^2) - 2 m sum(x) + n m^2 over a window's n recorded samples,
-        # without a pass over the whole batch to subtract m.
-        offset = tf.cast(offsets, tf.float64)[:, tf.newaxis]
-        recorded = tf.cast(tf.minimum(lengths, length), tf.float64)[:, tf.newaxis]
-        energy += offset * (recorded * offset - 2.0 * window_sums(tf.reduce_sum(padded, axis=2)))
+        # Subtracted before squaring (expanding (x - m)^2 instead would cancel badly in quiet
+        # windows); the samples past a recording's end now hold -m, see below.
+        blocks -= tf.cast(offsets, tf.float32)[:, tf.newaxis, tf.newaxis]
+    running = tf.pad(tf.cumsum(tf.cast(tf.reduce_sum(tf.square(blocks), axis=2), tf.float64),
+                               axis=1), [[0, 0], [1, 0]])
+    energy = (tf.gather(running, (starts + length) // block, axis=1)
+              - tf.gather(running, starts // block, axis=1))
+    if offsets is not None:
+        # Only a short recording's window reaches past its end, by length - <# samples>.
+        beyond = tf.cast(tf.maximum(length - lengths, 0), tf.float64)
+        energy -= (beyond * tf.square(tf.cast(offsets, tf.float64)))[:, tf.newaxis]
     levels = 10.0 * tf.math.log(tf.maximum(energy, 0.0) / length + 1e-12) / math.log(10.0)
     is_start = candidates[tf.newaxis, :] < num_starts[:, tf.newaxis]
     return tf.where(is_start, tf.cast(levels, tf.float32), -math.inf)

@@ -34,6 +34,17 @@ def test_bias_moves_the_decision_to_where_unheard_speakers_fall():
 def test_nothing_to_fit_leaves_logits_alone():
     assert training.fit_calibration(np.array([]), np.array([])) == (1.0, 0.0)
     assert training.fit_calibration(np.array([1.0, 2.0]), np.array([1, 1])) == (1.0, 0.0)
+    assert training.fit_calibration(np.array([np.nan, 2.0]), np.array([0, 1])) == (1.0, 0.0)
+
+
+def test_a_decision_far_from_zero_is_reached():
+    # Every logit negative, females less so: the decision point belongs between -4 and -1,
+    # however far that is from 0 once divided by the temperature.
+    labels = np.repeat([0, 1], 50)
+    logits = np.where(labels == 1, -1.0, -4.0) + np.linspace(-0.3, 0.3, labels.size)
+    temperature, bias = training.fit_calibration(logits, labels)
+    assert -4.0 < -bias * temperature < -1.0
+    assert _balanced_accuracy(logits / temperature + bias > 0, labels) == 1.0
 
 
 def test_separable_validation_gives_confident_but_not_certain_probabilities():
@@ -44,7 +55,7 @@ def test_separable_validation_gives_confident_but_not_certain_probabilities():
     probability = 1 / (1 + np.exp(-(logits / temperature + bias)))
     assert 0.97 < probability[labels == 1].mean() < 0.999
     assert 0.001 < probability[labels == 0].mean() < 0.03
-    assert temperature > 1.0 and abs(bias) <= training.MAX_BIAS
+    assert temperature > 1.0
 
 
 def _balanced(logits, labels):

@@ -88,12 +88,12 @@ def test_offsets_cut_what_removing_them_first_would():
     clean = np.zeros([3, 90], np.float32)
     for i, n in enumerate(lengths):
         clean[i, :n] = rng.normal(0, 0.01, n) * np.where(np.arange(n) % 40 < 12, 30.0, 1.0)
-    offsets = np.array([-0.085, 0.2, -0.3], np.float32)
+    offsets = np.array([-0.085, 0.4, -0.3], np.float32)  # larger than real recorders' too
     shifted = np.where(np.arange(90) < np.array(lengths)[:, None], clean + offsets[:, None], 0)
     shifted = tf.constant(shifted.astype(np.float32))
     levels = windows.window_start_levels_db(shifted, lengths, 16, 4, offsets).numpy()
     np.testing.assert_allclose(levels, windows.window_start_levels_db(clean, lengths, 16, 4),
-                               atol=1e-3)
+                               atol=0.01)  # dB, quiet windows included
     for seed in (None, tf.constant([4, 2])):
         cut = windows.speech_windows(shifted, lengths, 16, 4, 10.0, seed, offsets).numpy()
         expected = windows.speech_windows(clean, lengths, 16, 4, 10.0, seed).numpy()
