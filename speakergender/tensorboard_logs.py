@@ -10,7 +10,7 @@ import pandas as pd
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from speakergender import features, metrics, pipeline, plots, windows
+from speakergender import metrics, pipeline, plots
 from speakergender.config import FrontEndParams
 
 EXAMPLES_PER_GENDER = 3
@@ -61,15 +61,11 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
 def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.Tensor | None:
     """Features of a few clips as images (low frequencies at the bottom), uint8 [n, bins, frames, 1]."""
     chosen = table.drop_duplicates("speaker").head(EXAMPLES_PER_GENDER)
+    # The evaluation pipeline's own windows and features: what the model is shown.
+    dataset = pipeline.make_dataset(chosen, front_end, training=False,
+                                    batch_size=EXAMPLES_PER_GENDER)
     images = []
-    for path in chosen["path"]:
-        waveform, error = pipeline.load_recording(tf.constant(path), front_end)
-        if error.numpy():
-            continue
-        clip = windows.speech_windows(waveform[tf.newaxis], tf.shape(waveform)[:1],
-                                      front_end.clip_samples, front_end.stft_hop_samples,
-                                      front_end.crop_gate_db)
-        clip = features.waveform_to_features(clip, front_end)[0].numpy()
+    for clip in (clip for batch, _ in dataset for clip in batch.numpy()):
         scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
         images.append(np.flipud(scaled.T)[..., np.newaxis])
     if not images:

@@ -131,8 +131,8 @@ def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: i
             tf.where(eligible, 0.0, -1e9), 1, loud_seed, dtype=tf.int32)[:, 0]
         fraction = tf.random.stateless_uniform([batch], short_seed, 0, 1) * tf.cast(
             room // hop + 1, tf.float32)
-        offset = tf.minimum(tf.cast(fraction, tf.int32), room // hop) * hop
-        start = tf.where(short, offset - room, draw * hop)
+        shift = tf.minimum(tf.cast(fraction, tf.int32), room // hop) * hop
+        start = tf.where(short, shift - room, draw * hop)
     # Start may be negative (a short recording, centred or offset). Out-of-range samples are
     # masked rather than padded in: padding would copy the whole batch for one window each.
     index = start[:, tf.newaxis] + tf.range(length)[tf.newaxis, :]

@@ -88,7 +88,8 @@ def test_tensorboard_logs(folds_run):
                for value in event.summary.value}
     assert "hparams" in plugins
     tags = {value.tag for event in summary for value in event.summary.value}
-    assert {"test/clip_balanced_accuracy", "test/confusion_matrix"} <= tags
+    assert {"test/clip_balanced_accuracy", "test/confusion_matrix", "examples/female",
+            "examples/male"} <= tags
 
 
 def test_another_config_in_the_same_folder_is_refused(folds_run, tmp_path_factory, capsys):

@@ -60,7 +60,7 @@ def test_separable_validation_gives_confident_but_not_certain_probabilities():
 
 def _balanced(logits, labels):
     count = min(np.sum(labels == 0), np.sum(labels == 1))
-    keep = np.concatenate([np.flatnonzero(labels == 0)[:count], np.flatnonzero(labels == 1)[:count]])
+    keep = np.concatenate([np.flatnonzero(labels == label)[:count] for label in (0, 1)])
     return logits[keep], labels[keep]
 
 
