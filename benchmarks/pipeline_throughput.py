@@ -7,7 +7,8 @@ Prints clips/s for decode-only, the full on-graph pipeline, the librosa referenc
 API per file, as the seed project did) and a tuned librosa loop, and the ratios between them.
 Each tf.data dataset is built once, as training builds it once for every epoch; each measure is
 run once to warm up (file cache, tracing, lazy imports), then timed as the best of three passes
-over the files. The one-time cost of a new dataset's first pass is printed too. Run it on an
+over the files. The one-time cost of a new dataset's first pass is printed too, and the
+pipeline cut after each of its steps, to show where its time goes. Run it on an
 idle machine: other work on the cores moves the ratios a lot.
 """
 
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from speakergender import corpora, pipeline, wav
+from speakergender import corpora, features, pipeline, wav, windows
 from speakergender.config import FrontEndParams
+from speakergender.resample import resample_rows
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "audiomnist-az-dev"
 
@@ -33,6 +35,32 @@ def decode_only(paths: np.ndarray, batch_size: int) -> tf.data.Dataset:
     dataset = dataset.map(lambda contents: wav.try_decode_wav_batch(contents)[0],
                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# The pipeline's evaluation path, cut after each step: where its time goes.
+STAGES = ("decode, resample, DC offset", "+ window levels", "+ window cut", "+ log-mel")
+
+
+def pipeline_stage(paths: np.ndarray, params: FrontEndParams, batch_size: int,
+                   stage: int) -> tf.data.Dataset:
+    """Files to the end of STAGES[stage], a batch at a time, as `make_dataset` runs them."""
+    def run(contents):
+        waveforms, lengths, rates, _ = wav.try_decode_wav_batch(contents)
+        waveforms, lengths = resample_rows(waveforms, lengths, rates, params.sample_rate)
+        offsets = features.dc_offsets(waveforms, lengths, params)
+        if stage == 0:
+            return offsets
+        if stage == 1:
+            return windows.window_start_levels_db(waveforms, lengths, params.clip_samples,
+                                                  params.stft_hop_samples, offsets)
+        clips = windows.speech_windows(waveforms, lengths, params.clip_samples,
+                                       params.stft_hop_samples, params.crop_gate_db,
+                                       offsets=offsets)
+        return clips if stage == 2 else features.waveform_to_features(clips, params)
+
+    dataset = tf.data.Dataset.from_tensor_slices(paths).map(
+        tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    return dataset.map(run, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def on_graph_pipeline(table, params: FrontEndParams, batch_size: int) -> tf.data.Dataset:
@@ -139,6 +167,10 @@ def main() -> None:
           "(1.0 = features cost nothing beyond decoding)")
     print(f"on-graph pipeline, first pass of a new dataset (tracing included): {first_pass:.2f} s "
           f"= {len(paths) / first_pass:.1f} clips/s")
+    print("where the pipeline's time goes (each line: files up to that step):")
+    for stage, name in enumerate(STAGES):
+        seconds, clips = timed(count_clips, pipeline_stage(paths, params, args.batch_size, stage))
+        print(f"  {name:28s} {clips / seconds:8.1f} clips/s, {1e6 * seconds / clips:6.1f} us a clip")
 
 
 if __name__ == "__main__":
