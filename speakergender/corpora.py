@@ -7,6 +7,10 @@ Three sources are understood, and `load_corpus` tells them apart:
 - `audiomnist-csv`: the same layout with `metadata.txt`, a CSV `SPK ID,0,...,9,Gender`.
 - `manifest`: a user's CSV with `path,speaker,gender` columns (extra columns are kept).
 
+Every row carries the name of the corpus it came from (`corpus`); `load_corpora` reads several
+sources into one table, with speaker ids namespaced by corpus so two corpora's "01" stay two
+speakers.
+
 Nothing is decoded here; files that cannot be used are listed in `Corpus.problems` and logged,
 never dropped silently.
 """
@@ -21,6 +25,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -28,7 +33,9 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 GENDERS = ("female", "male")
-CORE_COLUMNS = ("path", "speaker", "gender", "digit", "repetition")
+CORE_COLUMNS = ("path", "speaker", "gender", "digit", "repetition", "corpus")
+# Joins a corpus name and a speaker id when several corpora are read together.
+SPEAKER_NAMESPACE_SEPARATOR = ":"
 LAYOUT_AUDIO_SUFFIXES = (".wav",)
 MANIFEST_AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 JSON_METADATA_NAME = "audioMNIST_meta.txt"
@@ -59,17 +66,26 @@ class Corpus:
 
     Attributes:
       table: one row per clip, sorted by path; columns `path` (absolute str), `speaker` (str),
-        `gender` ("female"/"male"), `digit` and `repetition` (Int64, <NA> where unknown), then
-        any metadata columns the source carries (e.g. `age` as Int64, `accent`).
+        `gender` ("female"/"male"), `digit` and `repetition` (Int64, <NA> where unknown),
+        `corpus` (the corpus name), then any metadata columns the source carries (e.g. `age`
+        as Int64, `accent`).
       problems: files that were skipped, with the reason.
-      format: "audiomnist-json", "audiomnist-csv" or "manifest".
-      source: the folder or file that was read.
+      format: "audiomnist-json", "audiomnist-csv" or "manifest"; formats joined by "+" for
+        several corpora.
+      source: the folder or file that was read (the first one, for several corpora).
+      parts: for several corpora, each one as read on its own.
     """
 
     table: pd.DataFrame
     problems: tuple[CorpusProblem, ...]
     format: str
     source: Path
+    parts: tuple["Corpus", ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The corpus names, in the order the sources were given."""
+        return tuple(dict.fromkeys(self.table["corpus"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +99,13 @@ class _SpeakerMeta:
     digit_counts: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
-def load_corpus(source: str | Path) -> Corpus:
+def load_corpus(source: str | Path, name: str | None = None) -> Corpus:
     """Detects the source's format and lists its recordings.
 
     Args:
       source: an AudioMNIST-layout folder (holding `audioMNIST_meta.txt` or `metadata.txt`, at
         its top or in its `data/`), a manifest CSV, or a folder holding `manifest.csv`.
+      name: the corpus name in the `corpus` column; default `corpus_name(source)`.
 
     Returns:
       A `Corpus`; skipped files are in `.problems` and are also logged as warnings.
@@ -103,7 +120,7 @@ def load_corpus(source: str | Path) -> Corpus:
                           f"or a manifest CSV")
     if source.is_file():
         if source.name in (JSON_METADATA_NAME, CSV_METADATA_NAME):
-            return load_corpus(source.parent)
+            return load_corpus(source.parent, name)
         if source.suffix.lower() != ".csv":
             raise CorpusError(f"{source} is a file but not a manifest CSV; expected a .csv with "
                               f"path,speaker,gender columns, or a corpus folder")
@@ -114,7 +131,82 @@ def load_corpus(source: str | Path) -> Corpus:
     if table.empty:
         raise CorpusError(f"no usable recordings in {source} ({len(problems)} files skipped: "
                           f"{_examples(problems)})")
+    table["corpus"] = name or corpus_name(source)
     return Corpus(table=table, problems=tuple(problems), format=fmt, source=source)
+
+
+def corpus_name(source: str | Path) -> str:
+    """A corpus's name from where it lives: the folder's name, or a manifest's ("manifest.csv"
+    names its folder; "english.csv" is "english"). A `data/` folder names its parent."""
+    path = Path(os.path.abspath(os.fspath(source)))
+    if path.is_file():
+        path = path.parent if path.name in (MANIFEST_NAME, JSON_METADATA_NAME,
+                                            CSV_METADATA_NAME) else path.with_suffix("")
+    if path.name == "data":
+        path = path.parent
+    return path.name
+
+
+def parse_source(text: str) -> tuple[str | None, str]:
+    """"NAME=PATH" -> (NAME, PATH); a plain path -> (None, PATH)."""
+    name, separator, path = str(text).partition("=")
+    if separator and name and not os.path.exists(text) and "/" not in name:
+        return name.strip(), path
+    return None, str(text)
+
+
+def load_corpora(sources: Sequence[str | Path]) -> Corpus:
+    """Reads several sources into one table, each row tagged with its corpus.
+
+    With more than one source, speaker ids become `corpus:speaker`, so two corpora's speaker
+    "01" are two speakers; a single source keeps its ids as they are.
+
+    Args:
+      sources: paths as `load_corpus` takes them, or "NAME=PATH" to name a corpus.
+
+    Returns:
+      One `Corpus`; `parts` holds each source's own.
+
+    Raises:
+      CorpusError: a source cannot be read, or two sources share a name.
+    """
+    if not sources:
+        raise CorpusError("no corpus source given")
+    parts = []
+    for text in sources:
+        name, path = parse_source(str(text))
+        parts.append(load_corpus(path, name))
+    names = [part.table["corpus"].iloc[0] for part in parts]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise CorpusError(f"several corpora are named {repeated}; name them apart with "
+                          f"NAME=PATH")
+    if len(parts) == 1:
+        return parts[0]
+    tables = []
+    for part in parts:
+        table = part.table.copy()
+        table["speaker"] = (table["corpus"] + SPEAKER_NAMESPACE_SEPARATOR
+                            + table["speaker"].astype(str)).astype(object)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    for column in ("digit", "repetition", "age"):
+        if column in table.columns:
+            table[column] = table[column].astype("Int64")
+    return Corpus(table=table, problems=tuple(p for part in parts for p in part.problems),
+                  format="+".join(part.format for part in parts), source=parts[0].source,
+                  parts=tuple(parts))
+
+
+def corpus_summary_lines(table: pd.DataFrame) -> list[str]:
+    """One line per corpus: "ravdess-dev: 16 speakers (8 female, 8 male), 480 clips"."""
+    lines = []
+    for name, rows in table.groupby("corpus", sort=False):
+        speakers = speaker_table(rows)
+        counts = speakers["gender"].value_counts()
+        lines.append(f"{name}: {len(speakers)} speakers ({counts.get('female', 0)} female, "
+                     f"{counts.get('male', 0)} male), {len(rows):,} clips")
+    return lines
 
 
 def speaker_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +216,8 @@ def speaker_table(table: pd.DataFrame) -> pd.DataFrame:
       table: a clip table with `speaker` and `gender` columns (e.g. `Corpus.table`).
 
     Returns:
-      DataFrame with columns `speaker`, `gender`, `clips`, sorted by speaker.
+      DataFrame with columns `speaker`, `gender`, `clips` (and `corpus` where the table has
+      one), sorted by speaker.
 
     Raises:
       ValueError: a column is missing, or a speaker carries more than one gender.
@@ -138,8 +231,11 @@ def speaker_table(table: pd.DataFrame) -> pd.DataFrame:
     if len(mixed):
         raise ValueError(f"speakers labeled with more than one gender: {list(mixed.index)}")
     first = genders.first()
-    return pd.DataFrame({"speaker": first.index.astype(str), "gender": first.to_numpy(),
-                         "clips": genders.size().to_numpy()})
+    speakers = pd.DataFrame({"speaker": first.index.astype(str), "gender": first.to_numpy(),
+                             "clips": genders.size().to_numpy()})
+    if "corpus" in table.columns:
+        speakers["corpus"] = table.groupby("speaker", sort=True)["corpus"].first().to_numpy()
+    return speakers
 
 
 def summary(corpus: Corpus) -> str:
@@ -156,8 +252,11 @@ def summary(corpus: Corpus) -> str:
     skipped = len(corpus.problems)
     skipped_text = "no files skipped" if skipped == 0 else (
         f"{skipped:,} file{'s' if skipped != 1 else ''} skipped")
-    return (f"{len(speakers)} speakers ({counts.get('female', 0)} female, "
+    line = (f"{len(speakers)} speakers ({counts.get('female', 0)} female, "
             f"{counts.get('male', 0)} male), {len(corpus.table):,} clips; {skipped_text}")
+    if len(corpus.names) > 1:
+        line += "".join(f"\n  {part}" for part in corpus_summary_lines(corpus.table))
+    return line
 
 
 def parse_gender(value: Any) -> str | None:

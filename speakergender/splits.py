@@ -1,4 +1,4 @@
-"""Speaker-disjoint, gender-stratified splits of a clip table.
+"""Speaker-disjoint splits of a clip table, stratified by corpus and gender.
 
 A model that has heard a speaker in training recognises the voice, not the gender, so every
 split here keeps all clips of a speaker on one side. `leaky_clip_split` is the one exception: it
@@ -66,13 +66,15 @@ class ClipSplit:
 
 
 def speaker_folds(table: pd.DataFrame, k: int, seed: int) -> list[Split]:
-    """K speaker-disjoint folds, each with a near-equal share of each gender's speakers.
+    """K speaker-disjoint folds, each with a near-equal share of every corpus's speakers of
+    each gender.
 
-    Each gender's speakers are shuffled with `seed` and dealt round-robin into the folds; the
-    male deal starts where the female one stopped, so fold sizes differ by at most one speaker.
+    Each (corpus, gender) group's speakers are shuffled with `seed` and dealt round-robin into
+    the folds; each deal starts where the previous one stopped, so fold sizes differ by at most
+    one speaker.
 
     Args:
-      table: clip table (or speaker table) with `speaker` and `gender` columns.
+      table: clip table (or speaker table) with `speaker` and `gender` columns (and `corpus`).
       k: number of folds, 2 <= k <= speakers of the smaller gender.
       seed: shuffling seed; the same seed gives the same folds.
 
@@ -84,7 +86,9 @@ def speaker_folds(table: pd.DataFrame, k: int, seed: int) -> list[Split]:
     """
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
-    by_gender = _speakers_by_gender(table)
+    strata = _speaker_strata(table)
+    by_gender = {g: [s for (_, gender), group in strata.items() if gender == g for s in group]
+                 for g in GENDERS}
     smallest = min(GENDERS, key=lambda g: len(by_gender[g]))
     if k > len(by_gender[smallest]):
         raise ValueError(f"k={k} folds need at least {k} speakers of each gender, but there are "
@@ -92,17 +96,42 @@ def speaker_folds(table: pd.DataFrame, k: int, seed: int) -> list[Split]:
     rng = np.random.default_rng(seed)
     folds: list[list[str]] = [[] for _ in range(k)]
     position = 0
-    for gender in GENDERS:
-        for speaker in rng.permutation(by_gender[gender]):
+    for group in strata.values():
+        for speaker in rng.permutation(group):
             folds[position % k].append(str(speaker))
             position += 1
-    everyone = [s for gender in GENDERS for s in by_gender[gender]]
+    everyone = [s for group in strata.values() for s in group]
     return [Split(train_speakers=tuple(s for s in everyone if s not in fold),
                   test_speakers=tuple(fold)) for fold in folds]
 
 
+def corpus_holdout_split(table: pd.DataFrame, corpus: str) -> Split:
+    """Trains on every corpus but one and tests on all of that one.
+
+    Args:
+      table: clip table with `speaker`, `gender` and `corpus` columns.
+      corpus: the corpus to test on.
+
+    Returns:
+      A `Split` whose test speakers are all of `corpus`'s.
+
+    Raises:
+      ValueError: the table has no such corpus, or nothing else to train on.
+    """
+    names = list(dict.fromkeys(table["corpus"])) if "corpus" in table.columns else []
+    if corpus not in names:
+        raise ValueError(f"no corpus named {corpus!r} to hold out; the corpora are {names}")
+    if len(names) < 2:
+        raise ValueError(f"holding out {corpus!r} leaves no corpus to train on; give at least "
+                         f"two --data-dir")
+    speakers = speaker_table(table)
+    held_out = speakers["corpus"] == corpus
+    return Split(train_speakers=tuple(speakers.loc[~held_out, "speaker"]),
+                 test_speakers=tuple(speakers.loc[held_out, "speaker"]))
+
+
 def holdout_split(table: pd.DataFrame, test_fraction: float, seed: int) -> Split:
-    """One speaker-disjoint, gender-stratified train/test split.
+    """One speaker-disjoint train/test split, stratified by corpus and gender.
 
     Args:
       table: clip table (or speaker table) with `speaker` and `gender` columns.
@@ -116,12 +145,12 @@ def holdout_split(table: pd.DataFrame, test_fraction: float, seed: int) -> Split
     Raises:
       ValueError: test_fraction outside (0, 1), or a gender is missing.
     """
-    return _stratified_split(_speakers_by_gender(table), test_fraction, seed)
+    return _stratified_split(_speaker_strata(table), test_fraction, seed)
 
 
 def validation_split(table_or_speakers: pd.DataFrame | Mapping[str, str], fraction: float,
                      seed: int) -> Split:
-    """Carves validation speakers out of training speakers, stratified by gender.
+    """Carves validation speakers out of training speakers, stratified by corpus and gender.
 
     Pass only the training side (e.g. the train rows from `split_rows`), so validation never
     uses test speakers.
@@ -141,7 +170,7 @@ def validation_split(table_or_speakers: pd.DataFrame | Mapping[str, str], fracti
     if isinstance(table_or_speakers, Mapping):
         table_or_speakers = pd.DataFrame({"speaker": list(table_or_speakers.keys()),
                                           "gender": list(table_or_speakers.values())})
-    return _stratified_split(_speakers_by_gender(table_or_speakers), fraction, seed)
+    return _stratified_split(_speaker_strata(table_or_speakers), fraction, seed)
 
 
 def leaky_clip_split(table: pd.DataFrame, test_fraction: float, seed: int) -> ClipSplit:
@@ -213,31 +242,45 @@ def assert_speaker_disjoint(train_df: pd.DataFrame, test_df: pd.DataFrame) -> No
         raise SpeakerLeakError(f"{len(shared)} speaker(s) on both sides: {sorted(shared)}")
 
 
-def _speakers_by_gender(table: pd.DataFrame) -> dict[str, list[str]]:
-    """{"female": [...], "male": [...]}, each sorted; raises if a gender is missing or unknown."""
+def _speaker_strata(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """{(corpus, gender): sorted speakers}, corpora in table order, female before male.
+
+    Raises if a gender is missing overall or unknown. A table without a `corpus` column is one
+    corpus, "".
+    """
     speakers = speaker_table(table)
     unknown = sorted(set(speakers["gender"]) - set(GENDERS))
     if unknown:
         raise ValueError(f"gender must be one of {GENDERS}, found {unknown}")
-    by_gender = {g: sorted(speakers.loc[speakers["gender"] == g, "speaker"]) for g in GENDERS}
-    for gender, found in by_gender.items():
-        if not found:
+    for gender in GENDERS:
+        if not (speakers["gender"] == gender).any():
             raise ValueError(f"no {gender} speakers; a gender-stratified split needs both genders")
-    return by_gender
+    corpora = (list(dict.fromkeys(table["corpus"])) if "corpus" in table.columns else [""])
+    corpus_of = speakers["corpus"] if "corpus" in speakers.columns else pd.Series(
+        "", index=speakers.index)
+    strata = {}
+    for corpus in corpora:
+        for gender in GENDERS:
+            chosen = (corpus_of == corpus) & (speakers["gender"] == gender)
+            if chosen.any():
+                strata[(corpus, gender)] = sorted(speakers.loc[chosen, "speaker"])
+    return strata
 
 
-def _stratified_split(by_gender: dict[str, list[str]], fraction: float, seed: int) -> Split:
-    """Shuffles each gender's speakers and sends `fraction` of them to the test side."""
+def _stratified_split(strata: dict[tuple[str, str], list[str]], fraction: float,
+                      seed: int) -> Split:
+    """Shuffles each stratum's speakers and sends `fraction` of them to the test side."""
     _check_fraction(fraction)
     rng = np.random.default_rng(seed)
     train: list[str] = []
     test: list[str] = []
-    for gender in GENDERS:
-        shuffled = [str(s) for s in rng.permutation(by_gender[gender])]
+    for (corpus, gender), group in strata.items():
+        shuffled = [str(s) for s in rng.permutation(group)]
         n_test = _side_count(len(shuffled), fraction)
         if len(shuffled) < 2:
-            logger.warning("only one %s speaker (%s); it stays on the training side",
-                           gender, shuffled[0])
+            where = f" of {corpus}" if corpus else ""
+            logger.warning("only one %s speaker%s (%s); it stays on the training side",
+                           gender, where, shuffled[0])
         test.extend(shuffled[:n_test])
         train.extend(shuffled[n_test:])
     return Split(train_speakers=tuple(train), test_speakers=tuple(test))

@@ -69,7 +69,7 @@ def test_json_layout_table(json_corpus: Path):
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in table["path"])
     # 3 labeled speakers x 4 clips, plus the badly named file of speaker 02.
     assert len(table) == 13
-    assert speaker_table(table).to_dict("list") == {
+    assert speaker_table(table).drop(columns="corpus").to_dict("list") == {
         "speaker": ["01", "02", "03"], "gender": ["male", "female", "male"], "clips": [4, 5, 4]}
     ages = table.groupby("speaker")["age"].first()
     assert pd.isna(ages["01"]) and ages["02"] == 30 and ages["03"] == 25  # "1234" is no age
@@ -124,7 +124,7 @@ def test_csv_metadata_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.INFO, logger="speakergender.corpora"):
         corpus = load_corpus(tmp_path)
     assert corpus.format == "audiomnist-csv"
-    assert speaker_table(corpus.table).to_dict("list") == {
+    assert speaker_table(corpus.table).drop(columns="corpus").to_dict("list") == {
         "speaker": ["01", "04", "12"], "gender": ["male", "female", "female"], "clips": [4, 4, 4]}
     assert [Path(p.path).name for p in corpus.problems] == [
         "0_13_1.wav", "0_13_2.wav", "1_13_1.wav", "1_13_2.wav"]
@@ -183,10 +183,10 @@ def test_manifest_from_folder_and_file(tmp_path: Path):
         assert corpus.format == "manifest"
         table = corpus.table
         assert list(table.columns) == ["path", "speaker", "gender", "digit", "repetition",
-                                       "session"]
+                                       "corpus", "session"]
         assert table["path"].tolist() == sorted(table["path"])
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in table["path"])
-        assert speaker_table(table).to_dict("list") == {
+        assert speaker_table(table).drop(columns="corpus").to_dict("list") == {
             "speaker": ["alice", "bob"], "gender": ["female", "male"], "clips": [2, 3]}
         assert table["digit"].isna().all()
         reasons = {Path(p.path).name: p.reason for p in corpus.problems}
