@@ -86,13 +86,34 @@ def labels_of(table: pd.DataFrame) -> np.ndarray:
     return (table["gender"].to_numpy() == FEMALE).astype(np.float32)
 
 
-def class_weights(table: pd.DataFrame) -> dict[int, float]:
-    """Weights that give each gender the same total weight (balanced over clips)."""
-    labels = labels_of(table)
-    counts = np.array([(labels == 0).sum(), (labels == 1).sum()], dtype=np.float64)
-    if counts.min() == 0:
+def balancing_weights(table: pd.DataFrame) -> np.ndarray:
+    """Per-clip weights under which both genders, and within each gender every corpus, carry
+    the same total weight.
+
+    With every corpus holding both genders this gives each (corpus, gender) group the same
+    total, so 16 speakers of one corpus weigh as much as 40 of another, and a corpus's few
+    female clips as much as its many male ones. A corpus with one gender only shares that
+    gender's half with the others that have it. The weights average 1.
+
+    Args:
+      table: clips with a `gender` column (and `corpus`; without it, one corpus).
+
+    Returns:
+      float32 [clips], in table order.
+
+    Raises:
+      ValueError: one gender is missing.
+    """
+    labels = labels_of(table).astype(int)
+    if labels.min() == labels.max():
         raise ValueError("both genders are needed to train; the training table has only one")
-    return {label: float(len(labels) / (2 * count)) for label, count in enumerate(counts)}
+    corpora = (pd.factorize(table["corpus"])[0] if "corpus" in table.columns
+               else np.zeros(len(table), int))
+    groups = corpora * 2 + labels
+    group_sizes = np.bincount(groups)[groups]
+    corpora_with_gender = np.array([len(np.unique(corpora[labels == label])) for label in (0, 1)])
+    weights = 1.0 / (2.0 * corpora_with_gender[labels] * group_sizes)
+    return (weights * len(table)).astype(np.float32)
 
 
 def decode_recordings(contents: tf.Tensor, params: FrontEndParams
@@ -188,8 +209,8 @@ def make_dataset(
     training: bool,
     batch_size: int,
     seed: int = 0,
-    augment_params: AugmentParams = AugmentParams(),
-    sample_weights: dict[int, float] | None = None,
+    augment_params: AugmentParams | None = None,
+    sample_weights: np.ndarray | None = None,
     cache: bool | str = False,
     deterministic: bool = False,
     skip_log: SkipLog | None = None,
@@ -204,8 +225,9 @@ def make_dataset(
         augment; otherwise take each recording's loudest window, in the table's order.
       batch_size: clips per batch (fewer where a file was skipped, and in the last batch).
       seed: fixes the shuffle order and every random crop and augmentation.
-      augment_params: augmentations for training (off by default).
-      sample_weights: per-label weights (see `class_weights`), added as a third element.
+      augment_params: augmentations for training (None: none).
+      sample_weights: one weight per table row (see `balancing_weights`), added as a third
+        element.
       cache: cache decoded recordings in memory (True) or in files with this prefix.
       deterministic: keep element order fixed under parallel map.
       skip_log: where skipped files are logged and counted (a new stderr log by default).
@@ -216,6 +238,7 @@ def make_dataset(
       [, weight float32 [batch]] [, path string [batch]]).
     """
     skip_log = skip_log or SkipLog()
+    augment_params = augment_params or AugmentParams.none()
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     paths = table["path"].astype(str).to_numpy()
@@ -244,10 +267,8 @@ def make_dataset(
             clips = cut(waveforms, lengths, seed=crop_seed, offsets=offsets)
             rows = tf.shape(clips)[0]
             if augment_params.enabled:
-                clips = tf.map_fn(
-                    lambda pair: augment.augment_waveform(
-                        pair[0], augment_params, pair[1], params.sample_rate),
-                    (clips, _row_seeds(wave_seed, rows)), fn_output_signature=tf.float32)
+                clips = augment.augment_batch(clips, augment_params, _row_seeds(wave_seed, rows),
+                                              params.sample_rate)
             return path, label, clips, _row_seeds(spec_seed, rows)
     else:
         if cache:
@@ -260,6 +281,10 @@ def make_dataset(
     dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
     if decode_size != batch_size:
         dataset = dataset.unbatch().batch(batch_size)
+    weight_of = None
+    if sample_weights is not None:
+        weight_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            paths, np.asarray(sample_weights, np.float32)), default_value=1.0)
     spec_augmenting = training and bool(augment_params.time_masks or augment_params.frequency_masks)
 
     # Features are computed a batch at a time: one STFT over the batch costs far less than one
@@ -271,9 +296,8 @@ def make_dataset(
                 lambda pair: augment.spec_augment(pair[0], augment_params, pair[1]),
                 (batch_features, spec_seed), fn_output_signature=tf.float32)
         element = (tf.ensure_shape(batch_features, [None, *params.feature_shape]), label)
-        if sample_weights is not None:
-            weights = tf.constant([sample_weights[0], sample_weights[1]], tf.float32)
-            element += (tf.gather(weights, tf.cast(label, tf.int32)),)
+        if weight_of is not None:
+            element += (weight_of.lookup(path),)
         if with_paths:
             element += (path,)
         return element

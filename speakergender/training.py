@@ -226,14 +226,16 @@ def train_model(
     # Before the datasets too: their shuffle and crop draws combine `seed` with TensorFlow's
     # global seed, which an earlier run in the same process would otherwise have left set.
     keras.utils.set_random_seed(params.seed)
-    weights = pipeline.class_weights(train_table) if params.class_balance == "weights" else None
+    weights = (pipeline.balancing_weights(train_table) if params.class_balance == "weights"
+               else None)
     train_data = pipeline.make_dataset(
         train_table, front_end, training=True, batch_size=params.batch_size, seed=params.seed,
         augment_params=params.augment, sample_weights=weights, cache=True,
         deterministic=params.deterministic, skip_log=skip_log)
     validation_data = pipeline.make_dataset(
         validation_table, front_end, training=False, batch_size=params.batch_size,
-        sample_weights=weights, cache=True, skip_log=skip_log)
+        sample_weights=_validation_weights(validation_table) if weights is not None else None,
+        cache=True, skip_log=skip_log)
 
     keras.utils.set_random_seed(params.seed)  # the model's initial weights
     with strategy.scope():
@@ -284,6 +286,13 @@ def train_model(
     return model, history
 
 
+def _validation_weights(validation_table: pd.DataFrame) -> np.ndarray | None:
+    """Balancing weights for the validation loss; none where a small split left one gender."""
+    if validation_table["gender"].nunique() < 2:
+        return None
+    return pipeline.balancing_weights(validation_table)
+
+
 def score_recordings(
     module: GenderClassifierModule,
     table: pd.DataFrame,
@@ -299,8 +308,8 @@ def score_recordings(
       skip_log: where unreadable files are logged and counted.
 
     Returns:
-      One row per decodable recording: path, speaker, gender, label (1 female), logit,
-      probability.
+      One row per decodable recording: path, speaker, gender (corpus and condition where the
+      table has them), label (1 female), logit, probability.
     """
     recordings = pipeline.recordings_dataset(table["path"].to_numpy(), module.front_end, skip_log)
     batches = recordings.map(lambda path, waveform: (path, waveform, tf.shape(waveform)[0]))
@@ -312,7 +321,8 @@ def score_recordings(
         rows.extend(zip([p.decode() for p in paths.numpy()], outputs["logits"].numpy(),
                         outputs["female_probability"].numpy()))
     scored = pd.DataFrame(rows, columns=["path", "logit", "probability"])
-    scored = table[["path", "speaker", "gender"]].merge(scored, on="path", how="inner")
+    columns = [c for c in ("path", "speaker", "gender", "corpus", "condition") if c in table]
+    scored = table[columns].merge(scored, on="path", how="inner")
     return scored.assign(label=(scored["gender"] == pipeline.FEMALE).astype(int))
 
 

@@ -95,7 +95,7 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> keras.Model:
         training.compile_model(model, 1e-3)
         data = pipeline.make_dataset(
             table, front_end, training=True, batch_size=8, seed=0, cache=True,
-            deterministic=True, sample_weights=pipeline.class_weights(table),
+            deterministic=True, sample_weights=pipeline.balancing_weights(table),
             skip_log=pipeline.SkipLog(os.devnull))
         model.fit(data, epochs=TRAIN_EPOCHS, verbose=0)
         # Twenty steps leave batch norm's moving statistics behind the final weights (in

@@ -154,29 +154,53 @@ def test_training_batches_repeat_with_the_seed(long_table, tmp_path):
     assert any(not np.allclose(first[p], second[p]) for p in first)
 
 
-def test_sample_weights_are_the_class_weights(long_table, tmp_path):
-    weights = pipeline.class_weights(long_table)
-    # 3 female and 3 male speakers with 4 clips each: balanced, both weights 1.
-    assert weights == {0: 1.0, 1: 1.0}
+def test_sample_weights_balance_the_genders(long_table, tmp_path):
+    weights = pipeline.balancing_weights(long_table)
+    # 3 female and 3 male speakers with 4 clips each: balanced, every weight 1.
+    np.testing.assert_allclose(weights, 1.0, rtol=1e-6)
     unbalanced = long_table.iloc[:-4]  # drop one speaker's clips
-    weights = pipeline.class_weights(unbalanced)
+    weights = pipeline.balancing_weights(unbalanced)
     labels = pipeline.labels_of(unbalanced)
-    assert weights[0] * (labels == 0).sum() == pytest.approx(weights[1] * (labels == 1).sum())
+    assert weights[labels == 0].sum() == pytest.approx(weights[labels == 1].sum())
+    assert weights.mean() == pytest.approx(1.0)
+    weight_of = dict(zip(unbalanced["path"], weights))
     batches = _epoch(pipeline.make_dataset(unbalanced, PARAMS, training=True, batch_size=BATCH,
-                                           sample_weights=weights,
+                                           sample_weights=weights, with_paths=True,
                                            skip_log=pipeline.SkipLog(tmp_path / "log")))
-    assert all(len(batch) == 3 for batch in batches)
-    for _, label, weight in batches:
-        np.testing.assert_allclose(weight, [weights[int(v)] for v in label], rtol=1e-6)
+    assert all(len(batch) == 4 for batch in batches)
+    for _, _, weight, paths in batches:
+        np.testing.assert_allclose(weight, [weight_of[p.decode()] for p in paths],
+                                   rtol=1e-6)
 
 
-def test_class_weights_need_both_genders(long_table):
+def test_sample_weights_even_out_corpora_and_genders():
+    # Corpus a: 30 male clips, 10 female; corpus b: 4 male, 6 female.
+    table = pd.DataFrame({
+        "path": [f"p{i}" for i in range(50)],
+        "gender": ["male"] * 30 + ["female"] * 10 + ["male"] * 4 + ["female"] * 6,
+        "corpus": ["a"] * 40 + ["b"] * 10})
+    weights = pipeline.balancing_weights(table)
+    totals = pd.Series(weights).groupby([table["corpus"], table["gender"]]).sum()
+    np.testing.assert_allclose(totals.to_numpy(), totals.mean(), rtol=1e-5)
+    assert weights.mean() == pytest.approx(1.0)
+    # A corpus with female speakers only shares the female half with the other corpus.
+    table = pd.DataFrame({"path": [f"p{i}" for i in range(30)],
+                          "gender": ["male"] * 10 + ["female"] * 5 + ["female"] * 15,
+                          "corpus": ["a"] * 15 + ["b"] * 15})
+    weights = pipeline.balancing_weights(table)
+    totals = pd.Series(weights).groupby([table["corpus"], table["gender"]]).sum()
+    assert totals[("a", "male")] == pytest.approx(len(table) / 2)
+    assert totals[("a", "female")] == pytest.approx(len(table) / 4)
+    assert totals[("b", "female")] == pytest.approx(len(table) / 4)
+
+
+def test_balancing_weights_need_both_genders(long_table):
     with pytest.raises(ValueError, match="both genders"):
-        pipeline.class_weights(long_table[long_table["gender"] == "female"])
+        pipeline.balancing_weights(long_table[long_table["gender"] == "female"])
 
 
 def test_augmentation_is_off_by_default_and_on_when_asked(table, tmp_path):
-    def by_path(training, augment_params=AugmentParams()):
+    def by_path(training, augment_params=None):
         return _by_path(_epoch(pipeline.make_dataset(
             table, PARAMS, training=training, batch_size=BATCH, seed=3, with_paths=True,
             augment_params=augment_params, skip_log=pipeline.SkipLog(tmp_path / "log"))))
@@ -190,6 +214,10 @@ def test_augmentation_is_off_by_default_and_on_when_asked(table, tmp_path):
                                             frequency_masks=1))
     changed = [not np.allclose(augmented[p], evaluation[p], atol=1e-3) for p in augmented]
     assert all(changed)
+    # The recording-conditions recipe (training's default) changes some windows, not all.
+    recipe = by_path(True, AugmentParams())
+    changed = [not np.allclose(recipe[p], evaluation[p], atol=1e-3) for p in recipe]
+    assert any(changed)
 
 
 def _multitone(rate: int, seconds: float) -> np.ndarray:
@@ -235,7 +263,7 @@ def test_recordings_dataset_gives_whole_recordings(mixed_table, table, tmp_path)
 def test_no_python_functions_in_the_graph(mixed_table, tmp_path):
     dataset = pipeline.make_dataset(mixed_table, PARAMS, training=True, batch_size=BATCH,
                                     augment_params=AugmentParams(gain_db=3.0, time_masks=1),
-                                    sample_weights={0: 1.0, 1: 2.0},
+                                    sample_weights=np.linspace(1, 2, len(mixed_table)),
                                     skip_log=pipeline.SkipLog(tmp_path / "log"))
     # external_state_policy=1: serialise although the skip counter is a variable.
     serialized = tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor,
