@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 FEATURE_TYPES = ("log_mel", "mfcc")
+# "mean": each window's features minus their mean over the window's frames, band by band
+# (cepstral mean subtraction): a fixed microphone or line colouring is a constant added to every
+# frame of a log spectrum, so it cancels.
+FEATURE_NORMALIZATIONS = ("none", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,7 @@ class FrontEndParams:
     feature_type: str = "log_mel"
     mfcc_coefficients: int = 12
     mfcc_lifter: int = 22
+    feature_normalization: str = "none"
     # Training crops are drawn among the windows within crop_gate_db of a recording's loudest
     # (on the STFT hop grid), so they carry speech. Serving cuts windows every
     # window_hop_seconds and averages all but near-silence: those within serving_gate_db of the
@@ -54,6 +59,9 @@ class FrontEndParams:
             raise ValueError(
                 f"need 0 <= mel_min_hz < mel_max_hz <= sample_rate / 2, got "
                 f"{self.mel_min_hz}, {self.mel_max_hz}, {self.sample_rate}")
+        if self.feature_normalization not in FEATURE_NORMALIZATIONS:
+            raise ValueError(f"feature_normalization must be one of {FEATURE_NORMALIZATIONS}, "
+                             f"got {self.feature_normalization!r}")
         if self.fft_length < self.stft_window_samples:
             raise ValueError(
                 f"fft_length {self.fft_length} is shorter than the "
@@ -108,7 +116,17 @@ class FrontEndParams:
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-    """Augmentations that keep gender cues; all off by default. Nothing here shifts pitch."""
+    """Augmentations that keep gender cues. Nothing here shifts pitch or formants.
+
+    The defaults are a recording-conditions recipe: each stage (room, microphone colour, noise,
+    gain, soft and hard clipping, telephone line, DC offset) reaches a training window with its
+    own probability, with a strength drawn uniformly from a (low, high) range; ranges in Hz are
+    drawn log-uniformly. `AugmentParams.none()` turns everything off. The first fields are
+    simpler options that, when set, apply to every window.
+    """
+
+    NOISE_COLOURS = ("white", "pink", "brown", "speech")
+    TELEPHONE_CODECS = ("mu_law", "a_law")
 
     gain_db: float = 0.0            # random gain in [-gain_db, +gain_db]
     noise_snr_db: float | None = None  # add white noise at this SNR
@@ -117,11 +135,87 @@ class AugmentParams:
     time_mask_frames: int = 10
     frequency_masks: int = 0
     frequency_mask_bins: int = 8
+    # Room: exponentially decaying noise after a direct path; output level matched to input.
+    room_probability: float = 0.3
+    room_rt60_seconds: tuple[float, float] = (0.1, 1.0)
+    room_drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant energy ratio
+    # Microphone colour: a zero-phase magnitude response, 0 dB at 1 kHz before the EQ.
+    colour_probability: float = 0.4
+    colour_tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0)
+    colour_eq_bands: int = 2          # peaking bands per window
+    colour_eq_gain_db: tuple[float, float] = (-8.0, 8.0)
+    colour_eq_hz: tuple[float, float] = (150.0, 6000.0)
+    colour_eq_q: tuple[float, float] = (0.7, 3.0)
+    colour_shelf_gain_db: tuple[float, float] = (-6.0, 6.0)  # one low and one high shelf
+    colour_low_shelf_hz: tuple[float, float] = (100.0, 400.0)
+    colour_high_shelf_hz: tuple[float, float] = (2000.0, 6000.0)
+    colour_high_pass_hz: tuple[float, float] = (50.0, 300.0)    # 2nd-order Butterworth
+    colour_low_pass_hz: tuple[float, float] = (3400.0, 8000.0)  # 4th-order Butterworth
+    # Noise: one colour per window, at an SNR against the window's mean power.
+    noise_probability: float = 0.4
+    noise_snr_range_db: tuple[float, float] = (5.0, 40.0)
+    noise_colours: tuple[str, ...] = NOISE_COLOURS
+    # Level, in this order: gain, tanh saturation, hard clipping.
+    level_gain_probability: float = 0.5
+    level_gain_db: tuple[float, float] = (-12.0, 6.0)
+    soft_clip_probability: float = 0.2
+    soft_clip_drive_db: tuple[float, float] = (0.0, 20.0)  # window peak over tanh's knee
+    hard_clip_probability: float = 0.2
+    hard_clip_level_db: tuple[float, float] = (-12.0, -1.0)  # threshold under the window peak
+    # Telephone line: 300-3,400 Hz at 8 kHz, 8-bit companding (codec drawn per window).
+    telephone_probability: float = 0.2
+    telephone_codecs: tuple[str, ...] = TELEPHONE_CODECS
+    # Recorder DC offset, in full-scale units, added last.
+    dc_offset_probability: float = 0.2
+    dc_offset_full_scale: tuple[float, float] = (-0.02, 0.02)
+
+    def __post_init__(self):
+        # JSON turns tuples into lists; take them back so equal configs compare and hash equal.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):
+                object.__setattr__(self, field.name, tuple(value))
+        for name in ("gain_db", "time_shift_seconds", "time_masks", "time_mask_frames",
+                     "frequency_masks", "frequency_mask_bins", "colour_eq_bands"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith("probability") and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field.name} must be in [0, 1], got {value}")
+            if field.type.startswith("tuple[float"):
+                if len(value) != 2 or not value[0] <= value[1]:
+                    raise ValueError(f"{field.name} must be a (low, high) pair with low <= high, "
+                                     f"got {value}")
+        positive = ("room_rt60_seconds", "colour_eq_hz", "colour_eq_q", "colour_low_shelf_hz",
+                    "colour_high_shelf_hz", "colour_high_pass_hz", "colour_low_pass_hz")
+        for name in positive:
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.colour_high_pass_hz[1] >= self.colour_low_pass_hz[0]:
+            raise ValueError(f"colour_high_pass_hz {self.colour_high_pass_hz} must lie below "
+                             f"colour_low_pass_hz {self.colour_low_pass_hz}")
+        if self.hard_clip_level_db[1] > 0.0:
+            raise ValueError("hard_clip_level_db must be <= 0 (under the window peak), got "
+                             f"{self.hard_clip_level_db}")
+        for name, allowed in (("noise_colours", self.NOISE_COLOURS),
+                              ("telephone_codecs", self.TELEPHONE_CODECS)):
+            chosen = getattr(self, name)
+            if not chosen or not set(chosen) <= set(allowed):
+                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {chosen}")
+
+    @classmethod
+    def none(cls) -> "AugmentParams":
+        """No augmentation at all."""
+        return cls(**{field.name: 0.0 for field in dataclasses.fields(cls)
+                      if field.name.endswith("probability")})
 
     @property
     def enabled(self) -> bool:
         return bool(self.gain_db or self.noise_snr_db is not None or self.time_shift_seconds
-                    or self.time_masks or self.frequency_masks)
+                    or self.time_masks or self.frequency_masks
+                    or any(getattr(self, field.name) for field in dataclasses.fields(self)
+                           if field.name.endswith("probability")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +230,8 @@ class TrainParams:
     folds: int = 0                    # 0: one hold-out split; K >= 2: K-fold cross-validation
     test_fraction: float = 0.2        # hold-out share of speakers when folds == 0
     validation_fraction: float = 0.2  # share of training speakers kept for early stopping
+    # Train on every other corpus and test on all of this one (instead of folds or a hold-out).
+    holdout_corpus: str | None = None
     early_stopping_patience: int = 6
     class_balance: str = "weights"    # "weights" or "none"
     deterministic: bool = False
