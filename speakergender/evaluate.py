@@ -1,7 +1,8 @@
 """python -m speakergender.evaluate MODEL [MODEL ...] --data-dir DIR: compare SavedModels.
 
 Scores every model on the same recordings through its own exported graph (raw WAV bytes in),
-and prints one table: clip- and speaker-level metrics, milliseconds per clip, parameters.
+and prints one table: clip- and speaker-level metrics, milliseconds per clip, parameters; then
+the same per corpus (several --data-dir) and per simulated recording condition (--conditions).
 With --cross-validation it compares training runs instead, on the held-out folds each run
 recorded, after checking that the runs used the same speaker folds.
 """
@@ -32,6 +33,17 @@ COLUMNS = (
 )
 
 
+CORPUS_COLUMNS = (
+    ("clips", "clip_count", "d"),
+    ("speakers", "speakers", "d"),
+    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
+    ("recall F", "clip_recall_female", ".3f"),
+    ("recall M", "clip_recall_male", ".3f"),
+    ("AUC", "clip_roc_auc", ".3f"),
+    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m speakergender.evaluate",
@@ -44,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("models", nargs="*", help=(
         "SavedModel folders, model folders with numbered versions, or run names under "
         "saved_models/ (default: every model there)"))
-    parser.add_argument("--data-dir", type=Path, help="recordings, in any layout `train` reads")
+    parser.add_argument("--data-dir", action="append", metavar="[NAME=]PATH", help=(
+        "recordings, in any layout `train` reads; repeat it for several corpora (speaker ids "
+        "then read NAME:ID), each reported apart as well as pooled"))
     parser.add_argument("--speakers", help="comma-separated speaker ids to score (default: all)")
+    parser.add_argument("--conditions", default="none", metavar="LIST", help=(
+        "also score copies of the recordings passed through these simulated recording "
+        "conditions (comma-separated, or 'all'): "
+        "telephone, room, noise, resampled_44k, resampled_48k"))
     parser.add_argument("--cross-validation", action="store_true", help=(
         "compare the runs' own speaker-disjoint cross-validation figures (from each run "
         "folder's metrics.json) instead of scoring recordings"))
@@ -70,7 +88,8 @@ def score_model(model, table: pd.DataFrame, batch_size: int) -> tuple[pd.DataFra
     scored = pd.DataFrame({"path": [r.path for r in results],
                            "probability": [r.female_probability for r in results],
                            "error": [r.error for r in results]})
-    scored = table[["path", "speaker", "gender"]].merge(scored, on="path")
+    columns = [c for c in ("path", "speaker", "gender", "corpus") if c in table.columns]
+    scored = table[columns].merge(scored, on="path")
     errors = scored[scored["error"] != ""]
     scored = scored[scored["error"] == ""].assign(label=lambda f: (f["gender"] == "female")
                                                   .astype(int))
@@ -88,9 +107,23 @@ def flat_metrics(report: dict) -> dict:
     return row
 
 
+def condition_names(text: str) -> tuple[str, ...]:
+    from speakergender.conditions import HELD_OUT_CONDITIONS
+    if text.strip() == "all":
+        return HELD_OUT_CONDITIONS
+    names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
+    unknown = [n for n in names if n not in HELD_OUT_CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown}; choose among "
+                         f"{', '.join(HELD_OUT_CONDITIONS)} or 'all'")
+    return names
+
+
 def compare_saved_models(args) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
-    from speakergender import corpora, metrics, serving
-    corpus = corpora.load_corpus(args.data_dir)
+    import tempfile
+
+    from speakergender import conditions, corpora, metrics, serving
+    corpus = corpora.load_corpora(args.data_dir)
     table = corpus.table
     if args.speakers:
         wanted = {s.strip() for s in args.speakers.split(",") if s.strip()}
@@ -101,15 +134,26 @@ def compare_saved_models(args) -> tuple[dict[str, dict], dict[str, pd.DataFrame]
     names = args.models or [str(p) for p in serving.list_models(args.models_dir)]
     if not names:
         raise FileNotFoundError(f"no models given and none in {args.models_dir}")
+    wanted_conditions = condition_names(args.conditions)
     rows, predictions = {}, {}
-    for name in names:
-        model = serving.load_model(name, args.models_dir)
-        print(f"scoring {model.name} ({model.path}) on {len(table)} clips...", file=sys.stderr)
-        scored, extra = score_model(model, table, args.batch_size)
-        report = metrics.evaluation_report(scored)
-        rows[model.name] = {**flat_metrics(report), **extra, "report": report,
-                            "path": str(model.path)}
-        predictions[model.name] = scored
+    with tempfile.TemporaryDirectory(prefix="speakergender-conditions-") as scratch:
+        tables = {"": table}
+        for condition in wanted_conditions:
+            print(f"writing {len(table)} recordings under condition {condition}...",
+                  file=sys.stderr)
+            tables[condition] = conditions.write_condition_copies(
+                table, condition, Path(scratch) / condition, seed=0)
+        for name in names:
+            model = serving.load_model(name, args.models_dir)
+            for condition, condition_table in tables.items():
+                print(f"scoring {model.name} ({model.path}) on {len(condition_table)} clips"
+                      + (f" under {condition}" if condition else "") + "...", file=sys.stderr)
+                scored, extra = score_model(model, condition_table, args.batch_size)
+                report = metrics.evaluation_report(scored)
+                row_name = f"{model.name} {condition}" if condition else model.name
+                rows[row_name] = {**flat_metrics(report), **extra, "report": report,
+                                  "path": str(model.path), "condition": condition or "clean"}
+                predictions[row_name] = scored
     return rows, predictions
 
 
@@ -154,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(metrics.format_table(rows, COLUMNS))
+    corpus_rows = {f"{name} / {corpus}": {**flat_metrics(report), "speakers": report["speakers"]}
+                   for name, row in rows.items()
+                   for corpus, report in (row["report"].get("by_corpus") or {}).items()}
+    if len({key.rsplit(" / ", 1)[1] for key in corpus_rows}) > 1:
+        print("\nby corpus:")
+        print(metrics.format_table(corpus_rows, CORPUS_COLUMNS))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.csv:

@@ -20,7 +20,8 @@ import pandas as pd
 import tensorflow as tf
 
 from speakergender import config as config_lib
-from speakergender import metrics, pipeline, plots, splits, tensorboard_logs, training
+from speakergender import (conditions, metrics, model_card, pipeline, plots, splits,
+                           tensorboard_logs, training)
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.export import GenderClassifierModule, export_model
 from speakergender.models import registry
@@ -129,6 +130,7 @@ def run_experiment(
     leaky_split: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int = 2,
+    condition_tests: tuple[str, ...] = (),
 ) -> dict:
     """Cross-validates (or holds out) by speaker, trains the final model and exports it.
 
@@ -142,6 +144,8 @@ def run_experiment(
         that inflates scores; never for a reported figure.
       strategy: distribution strategy for building and training models.
       verbose: Keras progress output.
+      condition_tests: held-out recording conditions (`conditions.HELD_OUT_CONDITIONS`) each
+        fold's test speakers are also scored under, from copies written for the purpose.
 
     Returns:
       The metrics written to metrics.json.
@@ -152,7 +156,7 @@ def run_experiment(
     skip_log = pipeline.SkipLog(paths.output / "skipped_files.log")
 
     folds = _evaluation_splits(table, params, leaky_split)
-    reports, predictions, modules = [], [], {}
+    reports, predictions, condition_predictions, modules = [], [], [], {}
     for name, (train_table, test_table) in folds.items():
         fold_dir = paths.fold(name)
         report_path = fold_dir / "report.json"
@@ -160,6 +164,9 @@ def run_experiment(
             print(f"{name}: already done, reusing {report_path}", flush=True)
             reports.append(json.loads(report_path.read_text()))
             predictions.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"speaker": str}))
+            if (fold_dir / "condition_predictions.csv").exists():
+                condition_predictions.append(pd.read_csv(
+                    fold_dir / "condition_predictions.csv", dtype={"speaker": str}))
             continue
         print(f"{name}: training on {train_table['speaker'].nunique()} speakers, testing on "
               f"{test_table['speaker'].nunique()}", flush=True)
@@ -170,6 +177,14 @@ def run_experiment(
         train_seconds = time.perf_counter() - started
         scored = training.score_recordings(module, test_table, skip_log=skip_log)
         report = metrics.evaluation_report(scored)
+        if condition_tests:
+            condition_scores = score_conditions(module, test_table, condition_tests,
+                                                fold_dir / "conditions", params.seed, skip_log)
+            report["conditions"] = {
+                condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
+                for condition, rows in condition_scores.groupby("condition", sort=False)}
+            condition_scores.assign(fold=name).to_csv(fold_dir / "condition_predictions.csv",
+                                                      index=False)
         report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
                       temperature=float(module.temperature.numpy()),
                       calibration_bias=float(module.bias.numpy()),
@@ -178,7 +193,10 @@ def run_experiment(
         report_path.write_text(json_text(report))
         reports.append(report)
         predictions.append(scored.assign(fold=name))
+        if condition_tests:
+            condition_predictions.append(condition_scores.assign(fold=name))
         modules[name] = module
+        _print_fold(report)
 
     if params.folds >= 2:
         print(f"final model: training on all {table['speaker'].nunique()} speakers", flush=True)
@@ -197,28 +215,35 @@ def run_experiment(
     if history_source.exists():
         shutil.copyfile(history_source, paths.output / "history.csv")
 
-    version_dir = export_model(module, paths.output)
-    # The Keras model too, for tools that need its layers (Grad-CAM in `interpret`).
-    staging = paths.output / ".model-staging.keras"
-    module.classifier.save(staging)
-    os.replace(staging, paths.output / "model.keras")
     pooled = pd.concat(predictions, ignore_index=True)
     pooled.to_csv(paths.output / "predictions.csv", index=False)
     result = {
         "model": params.model,
         "features": front_end.feature_type,
-        "evaluation": "leaky random clip split (speakers on both sides: inflated)"
-        if leaky_split else ("speaker-disjoint %d-fold" % params.folds if params.folds >= 2
-                             else "speaker-disjoint hold-out"),
+        "evaluation": _evaluation_name(params, leaky_split),
         "folds": reports,
         "pooled": metrics.evaluation_report(pooled),
         "summary": metrics.summarize_folds(reports),
         "temperature": float(module.temperature.numpy()),
         "calibration_bias": float(module.bias.numpy()),
         "parameters": int(module.classifier.count_params()),
-        "saved_model": str(version_dir),
         "skipped_files": skip_log.skipped,
     }
+    if condition_predictions:
+        pooled_conditions = pd.concat(condition_predictions, ignore_index=True)
+        pooled_conditions.to_csv(paths.output / "condition_predictions.csv", index=False)
+        result["conditions"] = {
+            condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
+            for condition, rows in pooled_conditions.groupby("condition", sort=False)}
+    card = model_card.render(config, result, table)
+    module.model_card = card
+    version_dir = export_model(module, paths.output)
+    result["saved_model"] = str(version_dir)
+    (paths.output / model_card.FILE_NAME).write_text(card)
+    # The Keras model too, for tools that need its layers (Grad-CAM in `interpret`).
+    staging = paths.output / ".model-staging.keras"
+    module.classifier.save(staging)
+    os.replace(staging, paths.output / "model.keras")
     paths.metrics.write_text(json_text(result))
     _write_figures(paths.output, pooled, result)
     if paths.logs:
@@ -226,6 +251,49 @@ def run_experiment(
                                            table, front_end)
     shutil.rmtree(paths.output / "work", ignore_errors=True)
     return result
+
+
+def score_conditions(module: GenderClassifierModule, table: pd.DataFrame,
+                     condition_names: tuple[str, ...], work_dir: Path, seed: int,
+                     skip_log: pipeline.SkipLog) -> pd.DataFrame:
+    """Scores `table`'s recordings under held-out recording conditions.
+
+    Copies are written under `work_dir` (one folder per condition), scored as the exported
+    model scores files, and removed.
+
+    Returns:
+      `training.score_recordings` rows for every condition, with a `condition` column.
+    """
+    scored = []
+    for condition in condition_names:
+        folder = work_dir / condition
+        shutil.rmtree(folder, ignore_errors=True)
+        copies = conditions.write_condition_copies(table, condition, folder, seed)
+        scored.append(training.score_recordings(module, copies, skip_log=skip_log))
+        shutil.rmtree(folder, ignore_errors=True)
+    return pd.concat(scored, ignore_index=True)
+
+
+def _evaluation_name(params: TrainParams, leaky_split: bool) -> str:
+    if leaky_split:
+        return "leaky random clip split (speakers on both sides: inflated)"
+    if params.holdout_corpus:
+        return f"cross-corpus: trained without {params.holdout_corpus}, tested on all of it"
+    if params.folds >= 2:
+        return "speaker-disjoint %d-fold" % params.folds
+    return "speaker-disjoint hold-out"
+
+
+def _print_fold(report: dict) -> None:
+    """One line per fold as it finishes: clip balanced accuracy, overall and per corpus."""
+    parts = [f"clip bal.acc {report['clip']['balanced_accuracy']:.3f}"]
+    by_corpus = report.get("by_corpus") or {}
+    if len(by_corpus) > 1:
+        parts += [f"{name} {rows['clip']['balanced_accuracy']:.3f}"
+                  for name, rows in by_corpus.items()]
+    parts += [f"{name} {rows['clip']['balanced_accuracy']:.3f}"
+              for name, rows in (report.get("conditions") or {}).items()]
+    print(f"{report['fold']}: " + ", ".join(parts), flush=True)
 
 
 def _evaluation_splits(table: pd.DataFrame, params: TrainParams,
@@ -238,6 +306,9 @@ def _evaluation_splits(table: pd.DataFrame, params: TrainParams,
               "these scores are inflated and say nothing about unheard speakers.", flush=True)
         return {"leaky": (table.loc[list(clip_split.train_index)],
                           table.loc[list(clip_split.test_index)])}
+    if params.holdout_corpus:
+        split = splits.corpus_holdout_split(table, params.holdout_corpus)
+        return {f"without-{params.holdout_corpus}": splits.split_rows(table, split)}
     if params.folds >= 2:
         return {f"fold{index}": splits.split_rows(table, split)
                 for index, split in enumerate(
@@ -255,6 +326,13 @@ def _write_figures(output: Path, pooled: pd.DataFrame, result: dict) -> None:
                output / "roc.png")
     plots.save(plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)),
                output / "speaker_accuracy.png")
+    for key, file_name, title in (
+            ("by_corpus", "corpus_metrics.png", "Held-out speakers by corpus"),
+            ("conditions", "condition_metrics.png",
+             "Held-out speakers under unseen recording conditions")):
+        groups = (result["pooled"].get(key) if key == "by_corpus" else result.get(key)) or {}
+        if groups:
+            plots.save(plots.group_metrics_figure(groups, title), output / file_name)
 
 
 def summary_rows(result: dict) -> dict[str, dict]:
@@ -288,5 +366,35 @@ SUMMARY_COLUMNS = (
 )
 
 
+GROUP_COLUMNS = (
+    ("clips", "clip_count", "d"),
+    ("speakers", "speakers", "d"),
+    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
+    ("recall F", "clip_recall_female", ".3f"),
+    ("recall M", "clip_recall_male", ".3f"),
+    ("AUC", "clip_roc_auc", ".3f"),
+    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
+)
+
+
+def group_rows(result: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Rows per corpus (held-out clips pooled over folds) and per held-out condition."""
+    corpora = {name: {**_flat(report), "speakers": report["speakers"]}
+               for name, report in (result["pooled"].get("by_corpus") or {}).items()}
+    if len(corpora) > 1:
+        corpora["all"] = {**_flat(result["pooled"]), "speakers": result["pooled"]["speakers"]}
+    condition_rows = {name: {**_flat(report), "speakers": report["speakers"]}
+                      for name, report in (result.get("conditions") or {}).items()}
+    return corpora, condition_rows
+
+
 def format_summary(result: dict) -> str:
-    return metrics.format_table(summary_rows(result), SUMMARY_COLUMNS)
+    text = metrics.format_table(summary_rows(result), SUMMARY_COLUMNS)
+    corpora, condition_rows = group_rows(result)
+    if corpora:
+        text += ("\n\nby corpus (held-out clips of every fold):\n"
+                 + metrics.format_table(corpora, GROUP_COLUMNS))
+    if condition_rows:
+        text += ("\n\nunder recording conditions never trained on (held-out speakers):\n"
+                 + metrics.format_table(condition_rows, GROUP_COLUMNS))
+    return text

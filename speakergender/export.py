@@ -5,7 +5,8 @@ gives these signatures (see the README for their inputs and outputs):
 
 - `serving_default(waveform)`: float32 [batch, samples] at the model's sample rate;
 - `classify_wav(wav_bytes)`: string [batch] of WAV file contents, any format and rate;
-- `metadata()`: the model's configuration as JSON, its sample rate and window length.
+- `metadata()`: the model's configuration as JSON, its sample rate, window length and
+  model card (Markdown).
 
 Exports are versioned as TF Serving expects (`NAME/1/`, `NAME/2/`, ...) and atomic: a version
 folder appears only once it is complete and has passed a reload check.
@@ -29,6 +30,7 @@ from speakergender import features, pipeline, windows
 from speakergender.config import FrontEndParams
 
 CONFIG_ASSET = "speakergender_config.json"
+MODEL_CARD_ASSET = "model_card.md"
 NO_SPEECH = "no speech"
 
 
@@ -62,6 +64,8 @@ class GenderClassifierModule(tf.Module):
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                      name="threshold")
         self._config_json = json.dumps(config or {}, sort_keys=True)
+        # Markdown written once the run's held-out figures are known (see `model_card`).
+        self.model_card = ""
         config_dir = tempfile.mkdtemp(prefix="speakergender-config-")
         # The asset is copied into every SavedModel written; the source goes with the module.
         weakref.finalize(self, shutil.rmtree, config_dir, True)
@@ -135,12 +139,13 @@ class GenderClassifierModule(tf.Module):
 
     @tf.function(input_signature=[])
     def metadata(self):
-        """The model's configuration (JSON), sample rate and window length."""
+        """The model's configuration (JSON), sample rate, window length and model card."""
         return {
             "config_json": tf.constant(self._config_json),
             "sample_rate": tf.constant(self.front_end.sample_rate, tf.int32),
             "clip_samples": tf.constant(self.front_end.clip_samples, tf.int32),
             "threshold": tf.identity(self.threshold),
+            "model_card": tf.constant(self.model_card),
         }
 
 
@@ -206,6 +211,8 @@ def export_model(module: GenderClassifierModule, model_dir: str | Path,
             "metadata": module.metadata,
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        if module.model_card:
+            (staging / "assets" / MODEL_CARD_ASSET).write_text(module.model_card)
         check_export(module, staging, atol)
         destination = next_version_dir(model_dir)
         staging.chmod(0o755)  # mkdtemp made it private

@@ -123,8 +123,25 @@ def waveform_to_features(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tens
     """
     waveform = pre_emphasize(waveform, params.pre_emphasis)
     if params.feature_type == "mfcc":
-        return mfcc(waveform, params)
-    return log_mel_spectrogram(waveform, params)
+        window_features = mfcc(waveform, params)
+    else:
+        window_features = log_mel_spectrogram(waveform, params)
+    return normalize_features(window_features, params)
+
+
+def normalize_features(window_features: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
+    """Per-window normalisation of log-domain features (see `FEATURE_NORMALIZATIONS`).
+
+    Args:
+      window_features: float32 [..., frames, bins], one window's frames on axis -2.
+      params: front-end parameters.
+
+    Returns:
+      float32 [..., frames, bins].
+    """
+    if params.feature_normalization == "mean":
+        return window_features - tf.reduce_mean(window_features, axis=-2, keepdims=True)
+    return window_features
 
 
 def dc_offsets(waveforms: tf.Tensor, lengths: tf.Tensor, params: FrontEndParams) -> tf.Tensor:

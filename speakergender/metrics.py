@@ -108,10 +108,19 @@ def evaluation_report(clips: pd.DataFrame, threshold: float = 0.5) -> dict[str, 
       threshold: decision threshold for clips and for speaker votes.
 
     Returns:
-      {"clip": metrics, "speaker_vote": metrics, "speaker_mean": metrics, "speakers": count};
+      {"clip": metrics, "speaker_vote": metrics, "speaker_mean": metrics, "speakers": count},
+      and where `clips` has a `corpus` column, "by_corpus": {corpus: the same for its clips};
       a speaker's vote is female when at least half of its clips are called female (ties go
       to the mean probability).
     """
+    report = _single_report(clips, threshold)
+    if "corpus" in clips.columns:
+        report["by_corpus"] = {str(name): _single_report(rows, threshold)
+                               for name, rows in clips.groupby("corpus", sort=False)}
+    return report
+
+
+def _single_report(clips: pd.DataFrame, threshold: float) -> dict[str, object]:
     speakers = speaker_scores(clips, threshold)
     votes = speakers["female_votes"].to_numpy()
     tie_break = (speakers["mean_probability"].to_numpy() >= threshold).astype(float)
@@ -131,7 +140,8 @@ def summarize_folds(reports: Sequence[dict[str, object]]) -> dict[str, object]:
     """Mean and standard deviation across folds of every scalar metric.
 
     Returns:
-      {"clip": {"balanced_accuracy": {"mean": .., "std": ..}, ...}, "speaker_vote": ..., ...}.
+      {"clip": {"balanced_accuracy": {"mean": .., "std": ..}, ...}, "speaker_vote": ..., ...},
+      and "by_corpus": {corpus: the same over the folds that tested that corpus}.
     """
     summary: dict[str, object] = {}
     with warnings.catch_warnings():
@@ -139,6 +149,14 @@ def summarize_folds(reports: Sequence[dict[str, object]]) -> dict[str, object]:
         warnings.simplefilter("ignore", RuntimeWarning)
         for level in ("clip", "speaker_vote", "speaker_mean"):
             summary[level] = _fold_statistics(reports, level)
+        corpora = dict.fromkeys(name for report in reports
+                                for name in report.get("by_corpus") or {})
+        if corpora:
+            summary["by_corpus"] = {
+                name: {level: _fold_statistics(
+                    [r["by_corpus"][name] for r in reports if name in r.get("by_corpus", {})],
+                    level) for level in ("clip", "speaker_vote", "speaker_mean")}
+                for name in corpora}
     return summary
 
 
@@ -164,7 +182,7 @@ def format_table(rows: dict[str, dict[str, object]],
       The table as text, one line per row under a header line.
     """
     headers = [""] + [header for header, _, _ in columns]
-    lines = [[name] + [_format(values.get(key), spec) for _, key, spec in columns]
+    lines = [[name] + [format_value(values.get(key), spec) for _, key, spec in columns]
              for name, values in rows.items()]
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *lines)]
     def render(cells):
@@ -174,7 +192,7 @@ def format_table(rows: dict[str, dict[str, object]],
                      [render(line) for line in lines])
 
 
-def _format(value: object, spec: str) -> str:
+def format_value(value: object, spec: str) -> str:
     if value is None:
         return "-"
     if isinstance(value, float) and math.isnan(value):

@@ -78,3 +78,31 @@ def to_png_bytes(figure: plt.Figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def group_metrics_figure(reports: Mapping[str, dict], title: str) -> plt.Figure:
+    """Clip balanced accuracy and recall per gender for each group (corpus or condition).
+
+    Args:
+      reports: group name -> an `evaluation_report` of that group's clips.
+      title: the figure's title.
+    """
+    names = list(reports)
+    measures = (("balanced accuracy", "balanced_accuracy"), ("recall female", "recall_female"),
+                ("recall male", "recall_male"))
+    positions = np.arange(len(names))
+    width = 0.8 / len(measures)
+    figure, axes = plt.subplots(figsize=(max(4.5, 1.3 * len(names) + 2), 3.6))
+    for index, (label, key) in enumerate(measures):
+        values = [reports[name]["clip"].get(key) for name in names]
+        values = [np.nan if value is None else value for value in values]
+        bars = axes.bar(positions + (index - 1) * width, values, width, label=label)
+        axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    axes.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xticks(positions, names, rotation=20, ha="right")
+    axes.set_ylim(0, 1.08)
+    axes.set_ylabel("share of clips")
+    axes.set_title(title)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure

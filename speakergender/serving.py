@@ -32,6 +32,8 @@ class LoadedModel:
     config: dict
     sample_rate: int
     clip_samples: int
+    # Markdown; empty for models exported before model cards existed.
+    model_card: str = ""
 
     @property
     def classify_wav(self):
@@ -80,7 +82,8 @@ def load_model(model: str | Path, models_dir: Path = DEFAULT_MODELS_DIR) -> Load
         name=name, path=path, module=module,
         config=json.loads(metadata["config_json"].numpy().decode() or "{}"),
         sample_rate=int(metadata["sample_rate"].numpy()),
-        clip_samples=int(metadata["clip_samples"].numpy()))
+        clip_samples=int(metadata["clip_samples"].numpy()),
+        model_card=metadata["model_card"].numpy().decode() if "model_card" in metadata else "")
 
 
 def list_models(models_dir: Path = DEFAULT_MODELS_DIR) -> list[Path]:

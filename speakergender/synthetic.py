@@ -66,9 +66,19 @@ def write_wav(path: Path, waveform: np.ndarray, sample_rate: int) -> None:
         out.writeframes(pcm.tobytes())
 
 
+def colour_channel(waveform: np.ndarray, sample_rate: int,
+                   band_hz: tuple[float, float] | None) -> np.ndarray:
+    """A recording chain's colour: a 4th-order Butterworth band-pass (None: flat)."""
+    if band_hz is None:
+        return waveform
+    sections = signal.butter(4, band_hz, btype="bandpass", fs=sample_rate, output="sos")
+    coloured = signal.sosfilt(sections, waveform)
+    return (0.5 * coloured / max(np.max(np.abs(coloured)), 1e-9)).astype(np.float32)
+
+
 def write_corpus(root: str | Path, female_speakers: int = 4, male_speakers: int = 8,
                  clips_per_speaker: int = 6, seconds: float = 1.0, sample_rate: int = 16000,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, band_hz: tuple[float, float] | None = None) -> Path:
     """Writes `root/data/NN/D_NN_R.wav` and `root/data/audioMNIST_meta.txt` (JSON).
 
     Args:
@@ -78,6 +88,8 @@ def write_corpus(root: str | Path, female_speakers: int = 4, male_speakers: int 
       seconds: length of each clip.
       sample_rate: in Hz.
       seed: fixes every voice and utterance.
+      band_hz: every clip goes through this band-pass (a recording chain's colour, e.g.
+        (300, 3400) for a telephone line); None: flat.
 
     Returns:
       `root`, which `corpora.load_corpus` reads.
@@ -98,6 +110,7 @@ def write_corpus(root: str | Path, female_speakers: int = 4, male_speakers: int 
         for clip in range(clips_per_speaker):
             digit, repetition = clip % 10, clip // 10
             write_wav(folder / f"{digit}_{speaker}_{repetition}.wav",
-                      utterance(voice, seconds, sample_rate, rng), sample_rate)
+                      colour_channel(utterance(voice, seconds, sample_rate, rng),
+                                     sample_rate, band_hz), sample_rate)
     (data / "audioMNIST_meta.txt").write_text(json.dumps(metadata, indent=1))
     return Path(root)

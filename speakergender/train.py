@@ -12,7 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-from speakergender.config import AugmentParams, FrontEndParams, TrainParams
+from speakergender.conditions import HELD_OUT_CONDITIONS
+from speakergender.config import (FEATURE_NORMALIZATIONS, AugmentParams, FrontEndParams,
+                                  TrainParams)
 
 DEFAULTS = TrainParams()
 
@@ -28,11 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
             "started again with the same command."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, help=(
+    data.add_argument("--data-dir", action="append", metavar="[NAME=]PATH", help=(
         "recordings to train on: AudioMNIST's layout (data/NN/D_NN_R.wav with "
         "audioMNIST_meta.txt or a metadata.txt CSV) or a manifest CSV with path,speaker,gender "
-        "columns; the format is detected. Default: AudioMNIST, downloaded into --cache-dir "
-        "on first use (about 1 GB)"))
+        "columns; the format is detected. Repeat it to train on several corpora at once: each "
+        "is named after its folder (or NAME=PATH), its speaker ids become NAME:ID, folds are "
+        "stratified by corpus and gender, and every corpus and gender weighs the same in "
+        "training. Default: AudioMNIST, downloaded into --cache-dir on first use (about 1 GB)"))
     data.add_argument("--cache-dir", type=Path, help=(
         "where AudioMNIST is downloaded when --data-dir is not given (default: "
         "$SPEAKERGENDER_CACHE or ~/.cache/speakergender)"))
@@ -44,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--features", default="log_mel", choices=("log_mel", "mfcc"), help=(
         "log_mel: 64-band log-mel (YAMNet's front end); mfcc: 12 liftered MFCCs from 40 bands "
         "with pre-emphasis 0.97 (the seed project's set-up). Backbones need log_mel"))
+    model.add_argument("--feature-normalization", default=FrontEndParams().feature_normalization,
+                       choices=FEATURE_NORMALIZATIONS, help=(
+                           "mean: subtract each window's mean log spectrum, band by band "
+                           "(cepstral mean subtraction), so a fixed microphone or line colour "
+                           "cancels; none: features as computed"))
     model.add_argument("--clip-seconds", type=float, default=FrontEndParams().clip_seconds,
                        help="window the model sees; longer recordings are scored window by "
                             "window and averaged")
@@ -81,17 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
                                "metrics (slower)")
     training.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored"),
                           help="auto: MirroredStrategy when more than one GPU is visible")
-    augment = parser.add_argument_group("augmentation (off by default; none shifts pitch)")
-    augment.add_argument("--gain-db", type=float, default=0.0, help="random gain within +-dB")
-    augment.add_argument("--noise-snr-db", type=float, help="add white noise at this SNR")
+    augment = parser.add_argument_group(
+        "augmentation (nothing here shifts pitch or formants, the cues of the label)")
+    augment.add_argument("--no-augment", action="store_true", help=(
+        "train on the recordings as they are. By default each training window may pass "
+        "through simulated recording conditions (telephone line, microphone colour, room "
+        "reverberation, noise, level and clipping), each with its own probability and ranges "
+        "(stored in config.json and the SavedModel): the recipe that held up best on corpora "
+        "and conditions the model never heard"))
+    augment.add_argument("--gain-db", type=float, default=0.0,
+                         help="also: random gain within +-dB")
+    augment.add_argument("--noise-snr-db", type=float, help="also: add white noise at this SNR")
     augment.add_argument("--time-shift", type=float, default=0.0,
-                         help="random circular shift up to this many seconds")
+                         help="also: random circular shift up to this many seconds")
     augment.add_argument("--spec-augment", action="store_true",
-                         help="two time and two frequency masks per clip")
+                         help="also: two time and two frequency masks per clip")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--folds", type=int, default=DEFAULTS.folds, help=(
         "K >= 2: speaker-disjoint K-fold cross-validation, then a final model on all speakers; "
         "0: one speaker-disjoint hold-out split"))
+    evaluation.add_argument("--holdout-corpus", metavar="NAME", help=(
+        "cross-corpus evaluation: train on every other --data-dir and test on all of NAME "
+        "(instead of --folds); the exported model is the one trained without NAME"))
+    evaluation.add_argument("--condition-tests", default=",".join(HELD_OUT_CONDITIONS),
+                            metavar="LIST", help=(
+        "also score each fold's held-out speakers with their recordings passed through these "
+        "simulated conditions, implemented apart from the training augmentations: "
+        f"{', '.join(HELD_OUT_CONDITIONS)}; 'none' to skip"))
     evaluation.add_argument("--test-fraction", type=float, default=DEFAULTS.test_fraction,
                             help="hold-out share of speakers (with --folds 0)")
     evaluation.add_argument("--validation-fraction", type=float,
@@ -117,16 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
 def params_from_args(args: argparse.Namespace) -> tuple[FrontEndParams, TrainParams]:
     """The run's frozen configuration from parsed arguments."""
     front_end = (FrontEndParams.seed_mfcc() if args.features == "mfcc" else FrontEndParams())
-    front_end = dataclasses.replace(front_end, clip_seconds=args.clip_seconds)
-    augment = AugmentParams(
-        gain_db=args.gain_db, noise_snr_db=args.noise_snr_db,
-        time_shift_seconds=args.time_shift,
-        time_masks=2 if args.spec_augment else 0,
-        frequency_masks=2 if args.spec_augment else 0)
+    front_end = dataclasses.replace(front_end, clip_seconds=args.clip_seconds,
+                                    feature_normalization=args.feature_normalization)
+    if args.holdout_corpus and args.folds:
+        raise ValueError("--holdout-corpus tests on a whole corpus; it cannot be combined "
+                         "with --folds")
+    recipe = AugmentParams.none() if args.no_augment else AugmentParams()
+    augment = dataclasses.replace(
+        recipe, gain_db=args.gain_db or recipe.gain_db,
+        noise_snr_db=args.noise_snr_db if args.noise_snr_db is not None else recipe.noise_snr_db,
+        time_shift_seconds=args.time_shift or recipe.time_shift_seconds,
+        time_masks=2 if args.spec_augment else recipe.time_masks,
+        frequency_masks=2 if args.spec_augment else recipe.frequency_masks)
     params = TrainParams(
         model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, folds=args.folds,
         test_fraction=args.test_fraction, validation_fraction=args.validation_fraction,
+        holdout_corpus=args.holdout_corpus,
         early_stopping_patience=args.patience,
         class_balance="none" if args.no_class_weights else "weights",
         deterministic=args.deterministic, augment=augment,
@@ -134,6 +166,28 @@ def params_from_args(args: argparse.Namespace) -> tuple[FrontEndParams, TrainPar
         fine_tune_learning_rate=args.fine_tune_learning_rate,
         fine_tune_blocks=args.fine_tune_blocks, backbone_layer=args.backbone_layer)
     return front_end, params
+
+
+def parse_conditions(text: str) -> tuple[str, ...]:
+    """"telephone,room" -> ("telephone", "room"); "none" or "" -> ()."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if names in ((), ("none",)):
+        return ()
+    unknown = [name for name in names if name not in HELD_OUT_CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown} in --condition-tests; choose among "
+                         f"{', '.join(HELD_OUT_CONDITIONS)}")
+    return names
+
+
+def data_description(corpus) -> dict:
+    """Where the run's recordings came from, for config.json."""
+    parts = corpus.parts or (corpus,)
+    return {"corpora": [{"name": part.names[0], "source": str(part.source),
+                         "format": part.format,
+                         "speakers": int(part.table["speaker"].nunique()),
+                         "clips": len(part.table)} for part in parts],
+            "speakers": int(corpus.table["speaker"].nunique()), "clips": len(corpus.table)}
 
 
 def choose_strategy(name: str):
@@ -159,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     from speakergender import corpora
     from speakergender.audiomnist import DownloadError, ensure_audiomnist
     try:
-        source = args.data_dir or ensure_audiomnist(args.cache_dir)
-        corpus = corpora.load_corpus(source)
-    except (DownloadError, corpora.CorpusError) as error:
+        conditions = parse_conditions(args.condition_tests)
+        sources = args.data_dir or [str(ensure_audiomnist(args.cache_dir))]
+        corpus = corpora.load_corpora(sources)
+    except (DownloadError, corpora.CorpusError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(corpora.summary(corpus), flush=True)
@@ -177,10 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = experiment.run_experiment(
             corpus.table, front_end, params, paths,
-            {"source": str(Path(source).resolve()), "format": corpus.format,
-             "speakers": int(corpus.table["speaker"].nunique()), "clips": len(corpus.table)},
-            resume=args.resume, leaky_split=args.leaky_split,
-            strategy=choose_strategy(args.strategy), verbose=0 if args.quiet else 2)
+            data_description(corpus), resume=args.resume, leaky_split=args.leaky_split,
+            strategy=choose_strategy(args.strategy), verbose=0 if args.quiet else 2,
+            condition_tests=conditions)
     except (experiment.RunConflictError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

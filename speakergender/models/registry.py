@@ -38,7 +38,8 @@ def backbone_name(kind: str) -> str | None:
 
 
 def required_front_end(kind: str, front_end: FrontEndParams) -> FrontEndParams:
-    """The front end a model kind must use: a backbone dictates its own features.
+    """The front end a model kind must use: a backbone dictates its own features (the
+    per-window normalisation stays the caller's choice).
 
     Raises:
       ValueError: the requested features cannot feed that backbone.
@@ -51,7 +52,7 @@ def required_front_end(kind: str, front_end: FrontEndParams) -> FrontEndParams:
     if front_end.feature_type != spec.feature_type:
         raise ValueError(f"--model {kind} needs {spec.feature_type} features (its pretrained "
                          f"front end); got --features {front_end.feature_type}")
-    return spec
+    return dataclasses.replace(spec, feature_normalization=front_end.feature_normalization)
 
 
 def recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRecipe:
