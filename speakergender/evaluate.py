@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_rows = {f"{name} / {corpus}": {**flat_metrics(report), "speakers": report["speakers"]}
                    for name, row in rows.items()
                    for corpus, report in (row["report"].get("by_corpus") or {}).items()}
-    if len({key.rsplit(" / ", 1)[1] for key in corpus_rows}) > 1:
+    if any(len(row["report"].get("by_corpus") or {}) > 1 for row in rows.values()):
         print("\nby corpus:")
         print(metrics.format_table(corpus_rows, CORPUS_COLUMNS))
     if args.json:

@@ -1,5 +1,6 @@
-"""What a run adds to TensorBoard beyond Keras' per-epoch scalars: hparams, held-out metrics,
-the confusion matrix, ROC curve and per-speaker accuracy, and example spectrograms per gender."""
+"""What a run adds to TensorBoard beyond Keras' per-epoch scalars: hparams, held-out metrics
+(pooled, per corpus and per recording condition), the confusion matrix, ROC curve, per-speaker
+accuracy, per-corpus and per-condition figures, and example spectrograms per gender."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
                             ("test/speaker_vote_accuracy", vote["accuracy"]),
                             ("test/speaker_vote_balanced_accuracy", vote["balanced_accuracy"])):
             tf.summary.scalar(name, value, step=0)
+        groups = {"corpus": result["pooled"].get("by_corpus") or {},
+                  "condition": result.get("conditions") or {}}
+        for kind, reports in groups.items():
+            for name, report in reports.items():
+                for key in ("balanced_accuracy", "recall_female", "recall_male", "roc_auc"):
+                    tf.summary.scalar(f"test_by_{kind}/{name}/clip_{key}",
+                                      report["clip"][key], step=0)
         labels, scores = pooled["label"].to_numpy(), pooled["probability"].to_numpy()
         for name, figure in (
                 ("test/confusion_matrix",
@@ -50,6 +58,12 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
                  plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)))):
             png = plots.to_png_bytes(figure)
             tf.summary.image(name, tf.image.decode_png(png)[tf.newaxis], step=0)
+        for kind, reports in groups.items():
+            if reports:
+                png = plots.to_png_bytes(plots.group_metrics_figure(
+                    reports, f"Held-out speakers by {kind}"))
+                tf.summary.image(f"test/by_{kind}", tf.image.decode_png(png)[tf.newaxis],
+                                 step=0)
         for gender in (pipeline.FEMALE, pipeline.MALE):
             images = example_spectrograms(table[table["gender"] == gender], front_end)
             if images is not None:

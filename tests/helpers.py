@@ -203,10 +203,12 @@ def corpus_with_corrupt_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def folds_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     """2-fold cross-validation, 2 epochs, on `corpus_with_corrupt_file`."""
     root, _ = corpus_with_corrupt_file(tmp_path_factory)
-    return train_run(tmp_path_factory, "folds", root, "--epochs", "2", "--folds", "2")
+    return train_run(tmp_path_factory, "folds", root, "--epochs", "2", "--folds", "2",
+                     "--condition-tests", "telephone")
 
 
-DETERMINISTIC_OPTIONS = ("--epochs", "2", "--folds", "0", "--deterministic", "--seed", "3")
+DETERMINISTIC_OPTIONS = ("--epochs", "2", "--folds", "0", "--deterministic", "--seed", "3",
+                         "--condition-tests", "none")
 
 
 def holdout_run(tmp_path_factory: pytest.TempPathFactory, name: str = "holdout"

@@ -26,6 +26,7 @@ def test_yamnet_head_then_fine_tuning_trains_and_exports(tmp_path_factory, yamne
     status = train.main([
         "--data-dir", str(corpus), "--model", "yamnet", "--backbone-handle",
         str(yamnet_tflite_path), "--epochs", "1", "--fine-tune-epochs", "1", "--batch-size", "8",
+        "--condition-tests", "none",
         "--output", str(output), "--logdir", str(output / "logs"), "--quiet"])
     assert status == 0, capsys.readouterr().err
     history = (output / "history.csv").read_text().splitlines()

@@ -124,3 +124,28 @@ def test_help_describes_every_option(capsys):
         if action.option_strings and action.option_strings[-1] != "--help":
             assert action.option_strings[-1] in text
             assert action.help, f"{action.option_strings[-1]} has no help text"
+
+
+def test_several_corpora_and_held_out_conditions(models, corpus, tmp_path_factory, tmp_path):
+    other = helpers.synthetic_corpus(tmp_path_factory, "evaluate-phone", female_speakers=2,
+                                     male_speakers=2, clips_per_speaker=2, seed=9,
+                                     band_hz=(300.0, 3400.0))
+    status = _main([str(models[0]), "--data-dir", f"studio={corpus}", "--data-dir",
+                    f"phone={other}", "--conditions", "telephone,resampled_48k", "--json",
+                    str(tmp_path / "out" / "rows.json")], tmp_path / "stdout.txt")
+    assert status == 0
+    stdout = (tmp_path / "stdout.txt").read_text()
+    rows = json.loads((tmp_path / "out" / "rows.json").read_text())
+    assert list(rows) == ["tiny", "tiny telephone", "tiny resampled_48k"]
+    assert [rows[name]["condition"] for name in rows] == ["clean", "telephone", "resampled_48k"]
+    assert all(row["clip_count"] == 12 + 8 for row in rows.values())
+    by_corpus = rows["tiny"]["report"]["by_corpus"]
+    assert {name: report["clip"]["count"] for name, report in by_corpus.items()} == {
+        "studio": 12, "phone": 8}
+    assert "by corpus:" in stdout and "tiny / phone" in stdout
+    # 48 kHz float copies of the same recordings score as the originals do, within the
+    # resampler's error.
+    assert rows["tiny resampled_48k"]["report"]["clip"]["roc_auc"] == pytest.approx(
+        rows["tiny"]["report"]["clip"]["roc_auc"], abs=0.05)
+    assert _main([str(models[0]), "--data-dir", str(corpus), "--conditions", "vinyl"],
+                 tmp_path / "stdout.txt") == 1

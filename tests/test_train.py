@@ -89,7 +89,10 @@ def test_tensorboard_logs(folds_run):
     assert "hparams" in plugins
     tags = {value.tag for event in summary for value in event.summary.value}
     assert {"test/clip_balanced_accuracy", "test/confusion_matrix", "examples/female",
-            "examples/male"} <= tags
+            "examples/male", "test/by_condition", "test/by_corpus"} <= tags
+    # Per held-out condition (the run's default condition tests) and per corpus.
+    assert "test_by_condition/telephone/clip_balanced_accuracy" in tags
+    assert any(tag.startswith("test_by_corpus/") for tag in tags)
 
 
 def test_another_config_in_the_same_folder_is_refused(folds_run, tmp_path_factory, capsys):
@@ -135,7 +138,7 @@ def test_deterministic_runs_repeat_exactly(tmp_path_factory):
 def _train_command(corpus: Path, output: Path, *options: str) -> list[str]:
     return [helpers.PYTHON, "-m", "speakergender.train", "--data-dir", str(corpus),
             "--output", str(output), "--logdir", str(output.parent / "logs"),
-            "--batch-size", "8", *options]
+            "--batch-size", "8", "--condition-tests", "none", *options]
 
 
 def test_a_killed_run_resumes(tmp_path, tmp_path_factory):
