@@ -705,3 +705,21 @@ def write_condition_copies(table: pd.DataFrame, condition: str, out_dir: Path,
     if skipped:
         logger.warning("condition %s: %d of %d files skipped", condition, skipped, len(table))
     return copies
+
+
+def parse_condition_list(text: str) -> tuple[str, ...]:
+    """A command line's condition list: "telephone,room" -> ("telephone", "room"); "all" ->
+    every held-out condition; "none" or "" -> ().
+
+    Raises:
+      ValueError: naming unknown conditions and the known ones.
+    """
+    if text.strip() == "all":
+        return HELD_OUT_CONDITIONS
+    names = tuple(name.strip() for name in text.split(",")
+                  if name.strip() and name.strip() != "none")
+    unknown = [name for name in names if name not in HELD_OUT_CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown}; choose among "
+                         f"{', '.join(HELD_OUT_CONDITIONS)}, 'all' or 'none'")
+    return names

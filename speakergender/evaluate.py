@@ -33,17 +33,6 @@ COLUMNS = (
 )
 
 
-CORPUS_COLUMNS = (
-    ("clips", "clip_count", "d"),
-    ("speakers", "speakers", "d"),
-    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
-    ("recall F", "clip_recall_female", ".3f"),
-    ("recall M", "clip_recall_male", ".3f"),
-    ("AUC", "clip_roc_auc", ".3f"),
-    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
-)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m speakergender.evaluate",
@@ -107,18 +96,6 @@ def flat_metrics(report: dict) -> dict:
     return row
 
 
-def condition_names(text: str) -> tuple[str, ...]:
-    from speakergender.conditions import HELD_OUT_CONDITIONS
-    if text.strip() == "all":
-        return HELD_OUT_CONDITIONS
-    names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
-    unknown = [n for n in names if n not in HELD_OUT_CONDITIONS]
-    if unknown:
-        raise ValueError(f"unknown condition(s) {unknown}; choose among "
-                         f"{', '.join(HELD_OUT_CONDITIONS)} or 'all'")
-    return names
-
-
 def compare_saved_models(args) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
     import tempfile
 
@@ -134,7 +111,7 @@ def compare_saved_models(args) -> tuple[dict[str, dict], dict[str, pd.DataFrame]
     names = args.models or [str(p) for p in serving.list_models(args.models_dir)]
     if not names:
         raise FileNotFoundError(f"no models given and none in {args.models_dir}")
-    wanted_conditions = condition_names(args.conditions)
+    wanted_conditions = conditions.parse_condition_list(args.conditions)
     rows, predictions = {}, {}
     with tempfile.TemporaryDirectory(prefix="speakergender-conditions-") as scratch:
         tables = {"": table}
@@ -203,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                    for corpus, report in (row["report"].get("by_corpus") or {}).items()}
     if any(len(row["report"].get("by_corpus") or {}) > 1 for row in rows.values()):
         print("\nby corpus:")
-        print(metrics.format_table(corpus_rows, CORPUS_COLUMNS))
+        print(metrics.format_table(corpus_rows, metrics.GROUP_COLUMNS))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     if args.csv:

@@ -366,17 +366,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-GROUP_COLUMNS = (
-    ("clips", "clip_count", "d"),
-    ("speakers", "speakers", "d"),
-    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
-    ("recall F", "clip_recall_female", ".3f"),
-    ("recall M", "clip_recall_male", ".3f"),
-    ("AUC", "clip_roc_auc", ".3f"),
-    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
-)
-
-
 def group_rows(result: dict) -> tuple[dict[str, dict], dict[str, dict]]:
     """Rows per corpus (held-out clips pooled over folds) and per held-out condition."""
     corpora = {name: {**_flat(report), "speakers": report["speakers"]}
@@ -393,8 +382,8 @@ def format_summary(result: dict) -> str:
     corpora, condition_rows = group_rows(result)
     if corpora:
         text += ("\n\nby corpus (held-out clips of every fold):\n"
-                 + metrics.format_table(corpora, GROUP_COLUMNS))
+                 + metrics.format_table(corpora, metrics.GROUP_COLUMNS))
     if condition_rows:
         text += ("\n\nunder recording conditions never trained on (held-out speakers):\n"
-                 + metrics.format_table(condition_rows, GROUP_COLUMNS))
+                 + metrics.format_table(condition_rows, metrics.GROUP_COLUMNS))
     return text

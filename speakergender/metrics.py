@@ -170,6 +170,18 @@ def _fold_statistics(reports: Sequence[dict[str, object]], level: str) -> dict[s
             for key, v in values.items()}
 
 
+# Columns of a table with one row per corpus or per recording condition.
+GROUP_COLUMNS = (
+    ("clips", "clip_count", "d"),
+    ("speakers", "speakers", "d"),
+    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
+    ("recall F", "clip_recall_female", ".3f"),
+    ("recall M", "clip_recall_male", ".3f"),
+    ("AUC", "clip_roc_auc", ".3f"),
+    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
+)
+
+
 def format_table(rows: dict[str, dict[str, object]],
                  columns: Sequence[tuple[str, str, str]]) -> str:
     """A plain aligned text table.

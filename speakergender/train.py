@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from speakergender.conditions import HELD_OUT_CONDITIONS
+from speakergender.conditions import HELD_OUT_CONDITIONS, parse_condition_list
 from speakergender.config import (FEATURE_NORMALIZATIONS, AugmentParams, FrontEndParams,
                                   TrainParams)
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                             metavar="LIST", help=(
         "also score each fold's held-out speakers with their recordings passed through these "
         "simulated conditions, implemented apart from the training augmentations: "
-        f"{', '.join(HELD_OUT_CONDITIONS)}; 'none' to skip"))
+        f"{', '.join(HELD_OUT_CONDITIONS)}; 'all', or 'none' to skip"))
     evaluation.add_argument("--test-fraction", type=float, default=DEFAULTS.test_fraction,
                             help="hold-out share of speakers (with --folds 0)")
     evaluation.add_argument("--validation-fraction", type=float,
@@ -168,18 +168,6 @@ def params_from_args(args: argparse.Namespace) -> tuple[FrontEndParams, TrainPar
     return front_end, params
 
 
-def parse_conditions(text: str) -> tuple[str, ...]:
-    """"telephone,room" -> ("telephone", "room"); "none" or "" -> ()."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if names in ((), ("none",)):
-        return ()
-    unknown = [name for name in names if name not in HELD_OUT_CONDITIONS]
-    if unknown:
-        raise ValueError(f"unknown condition(s) {unknown} in --condition-tests; choose among "
-                         f"{', '.join(HELD_OUT_CONDITIONS)}")
-    return names
-
-
 def data_description(corpus) -> dict:
     """Where the run's recordings came from, for config.json."""
     parts = corpus.parts or (corpus,)
@@ -213,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     from speakergender import corpora
     from speakergender.audiomnist import DownloadError, ensure_audiomnist
     try:
-        conditions = parse_conditions(args.condition_tests)
+        conditions = parse_condition_list(args.condition_tests)
         sources = args.data_dir or [str(ensure_audiomnist(args.cache_dir))]
         corpus = corpora.load_corpora(sources)
     except (DownloadError, corpora.CorpusError, ValueError) as error:

@@ -196,12 +196,14 @@ def test_holdout_corpus_and_folds_are_exclusive(two_corpora, capsys):
     assert "--holdout-corpus" in capsys.readouterr().err
 
 
-def test_every_condition_is_offered():
-    from speakergender import train
-    assert train.parse_conditions(",".join(HELD_OUT_CONDITIONS)) == HELD_OUT_CONDITIONS
-    assert train.parse_conditions("none") == ()
+def test_condition_lists_parse():
+    from speakergender.conditions import parse_condition_list
+    assert parse_condition_list(",".join(HELD_OUT_CONDITIONS)) == HELD_OUT_CONDITIONS
+    assert parse_condition_list("all") == HELD_OUT_CONDITIONS
+    assert parse_condition_list("none") == parse_condition_list("") == ()
+    assert parse_condition_list(" room, telephone ") == ("room", "telephone")
     with pytest.raises(ValueError, match="unknown condition"):
-        train.parse_conditions("telephone,vinyl")
+        parse_condition_list("telephone,vinyl")
 
 
 def test_metadata_shows_the_model_card(cross_corpus_run, capsys):
