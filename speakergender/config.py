@@ -15,7 +15,8 @@ from typing import Any
 FEATURE_TYPES = ("log_mel", "mfcc")
 # "mean": each window's features minus their mean over the window's frames, band by band
 # (cepstral mean subtraction): a fixed microphone or line colouring is a constant added to every
-# frame of a log spectrum, so it cancels.
+# frame of a log spectrum, so it cancels. `train` uses it for the scratch CNN by default: it
+# generalised better across corpora (benchmarks/generalisation.py). "none" is YAMNet's log-mel.
 FEATURE_NORMALIZATIONS = ("none", "mean")
 
 

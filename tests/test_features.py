@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
@@ -196,3 +198,25 @@ def test_front_end_layer_config_round_trip(params, tmp_path):
     inputs = tf.keras.Input(shape=(15600,))
     model = tf.keras.Model(inputs, features.FrontEnd(params)(inputs), name="front_end_model")
     assert_keras_round_trip(model, waveforms, tmp_path)
+
+
+def test_mean_normalization_cancels_a_fixed_channel_colour():
+    rng = np.random.default_rng(4)
+    waveform = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    # A fixed recording chain: a short FIR filter (a stationary colour) and 6 dB of gain.
+    coloured = np.convolve(waveform, [0.5, 0.8, -0.3], mode="same").astype(np.float32) * 2.0
+    plain = FrontEndParams()
+    normalized = dataclasses.replace(plain, feature_normalization="mean")
+
+    def distance(params):
+        a = features.waveform_to_features(tf.constant(waveform), params).numpy()
+        b = features.waveform_to_features(tf.constant(coloured), params).numpy()
+        return float(np.mean(np.abs(a - b)))
+
+    # Without normalisation the colour moves every band; with it only the frame-to-frame
+    # fluctuation differs.
+    assert distance(normalized) < 0.2 * distance(plain)
+    values = features.waveform_to_features(tf.constant(waveform), normalized).numpy()
+    np.testing.assert_allclose(values.mean(axis=0), 0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="feature_normalization"):
+        FrontEndParams(feature_normalization="pcen")

@@ -218,3 +218,17 @@ def test_metadata_shows_the_model_card(cross_corpus_run, capsys):
     assert (output / "model_card.md").read_text().strip() in shown
     assert metadata.main([str(output / "nothing")]) == 1
     assert "no model" in capsys.readouterr().err
+
+
+def test_train_normalises_features_for_the_scratch_cnn_by_default():
+    from speakergender import train
+    parser = train.build_parser()
+    front_end, _ = train.params_from_args(parser.parse_args([]))
+    assert front_end.feature_normalization == "mean"
+    front_end, _ = train.params_from_args(parser.parse_args(["--model", "yamnet"]))
+    assert front_end.feature_normalization == "none"
+    front_end, params = train.params_from_args(parser.parse_args(
+        ["--feature-normalization", "none", "--no-augment"]))
+    assert front_end.feature_normalization == "none" and not params.augment.enabled
+    _, params = train.params_from_args(parser.parse_args([]))
+    assert params.augment.enabled and params.augment.telephone_probability > 0
