@@ -21,7 +21,7 @@ LIMITS = (
     "the other one.",
     "**Adults speaking.** No corpus it was trained on has children's voices; children of any "
     "gender will mostly be called female.",
-    "**Only what was measured is known.** The figures below cover the corpora, languages and "
+    "**Only what was measured is known.** The figures above cover the corpora, languages and "
     "simulated recording conditions listed; other languages, microphones, codecs, rooms and "
     "speaking styles (singing, shouting, whispering) are untested. Check it on a sample of your "
     "own recordings before relying on it.",
@@ -97,10 +97,12 @@ def _group_table(groups: dict[str, dict]) -> list[str]:
 
 def _evaluation(result: dict) -> list[str]:
     pooled = result["pooled"]
+    retrained = ("the exported model is then trained on all of them, so these figures stand "
+                 "in for speakers it never heard" if len(result["folds"]) > 1
+                 else "the exported model is the one scored here")
     lines = ["## Evaluation", "",
              f"{result['evaluation']}: every figure is on speakers the scoring model never "
-             "heard (the exported model is trained on all of them afterwards, so these figures "
-             "stand in for unheard speakers).", ""]
+             f"heard ({retrained}).", ""]
     groups = dict(pooled.get("by_corpus") or {})
     if len(groups) != 1:
         groups["all"] = pooled
