@@ -180,9 +180,7 @@ def run_experiment(
         if condition_tests:
             condition_scores = score_conditions(module, test_table, condition_tests,
                                                 fold_dir / "conditions", params.seed, skip_log)
-            report["conditions"] = {
-                condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
-                for condition, rows in condition_scores.groupby("condition", sort=False)}
+            report["conditions"] = _condition_reports(condition_scores)
             condition_scores.assign(fold=name).to_csv(fold_dir / "condition_predictions.csv",
                                                       index=False)
         report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
@@ -232,9 +230,7 @@ def run_experiment(
     if condition_predictions:
         pooled_conditions = pd.concat(condition_predictions, ignore_index=True)
         pooled_conditions.to_csv(paths.output / "condition_predictions.csv", index=False)
-        result["conditions"] = {
-            condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
-            for condition, rows in pooled_conditions.groupby("condition", sort=False)}
+        result["conditions"] = _condition_reports(pooled_conditions)
     card = model_card.render(config, result, table)
     module.model_card = card
     version_dir = export_model(module, paths.output)
@@ -272,6 +268,13 @@ def score_conditions(module: GenderClassifierModule, table: pd.DataFrame,
         scored.append(training.score_recordings(module, copies, skip_log=skip_log))
         shutil.rmtree(folder, ignore_errors=True)
     return pd.concat(scored, ignore_index=True)
+
+
+def _condition_reports(scores: pd.DataFrame) -> dict[str, dict]:
+    """One `metrics.evaluation_report` per condition, pooled over corpora (the per-corpus
+    breakdown is the clean figures' job)."""
+    return {condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
+            for condition, rows in scores.groupby("condition", sort=False)}
 
 
 def _evaluation_name(params: TrainParams, leaky_split: bool) -> str:
@@ -326,11 +329,11 @@ def _write_figures(output: Path, pooled: pd.DataFrame, result: dict) -> None:
                output / "roc.png")
     plots.save(plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)),
                output / "speaker_accuracy.png")
-    for key, file_name, title in (
-            ("by_corpus", "corpus_metrics.png", "Held-out speakers by corpus"),
-            ("conditions", "condition_metrics.png",
+    for groups, file_name, title in (
+            (result["pooled"].get("by_corpus"), "corpus_metrics.png",
+             "Held-out speakers by corpus"),
+            (result.get("conditions"), "condition_metrics.png",
              "Held-out speakers under unseen recording conditions")):
-        groups = (result["pooled"].get(key) if key == "by_corpus" else result.get(key)) or {}
         if groups:
             plots.save(plots.group_metrics_figure(groups, title), output / file_name)
 

@@ -44,11 +44,6 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
             tf.summary.scalar(name, value, step=0)
         groups = {"corpus": result["pooled"].get("by_corpus") or {},
                   "condition": result.get("conditions") or {}}
-        for kind, reports in groups.items():
-            for name, report in reports.items():
-                for key in ("balanced_accuracy", "recall_female", "recall_male", "roc_auc"):
-                    tf.summary.scalar(f"test_by_{kind}/{name}/clip_{key}",
-                                      report["clip"][key], step=0)
         labels, scores = pooled["label"].to_numpy(), pooled["probability"].to_numpy()
         for name, figure in (
                 ("test/confusion_matrix",
@@ -59,6 +54,10 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
             png = plots.to_png_bytes(figure)
             tf.summary.image(name, tf.image.decode_png(png)[tf.newaxis], step=0)
         for kind, reports in groups.items():
+            for name, report in reports.items():
+                for key in ("balanced_accuracy", "recall_female", "recall_male", "roc_auc"):
+                    tf.summary.scalar(f"test_by_{kind}/{name}/clip_{key}",
+                                      report["clip"][key], step=0)
             if reports:
                 png = plots.to_png_bytes(plots.group_metrics_figure(
                     reports, f"Held-out speakers by {kind}"))
