@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from speakergender import corpora, features, pipeline, wav, windows
+from speakergender import corpora, pipeline
+
+from speakergender.frontend import features, wav, windows
 from speakergender.config import FrontEndParams
-from speakergender.resample import resample_rows
+from speakergender.frontend.resample import resample_rows
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "audiomnist-az-dev"
 

@@ -26,7 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speakergender import features, pipeline, windows
+from speakergender import pipeline
+
+from speakergender.frontend import features, windows
 from speakergender.config import FrontEndParams
 
 CONFIG_ASSET = "speakergender_config.json"

@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from speakergender import augment, features, wav, windows
+from speakergender import augment
+
+from speakergender.frontend import features, wav, windows
 from speakergender.config import AugmentParams, FrontEndParams
-from speakergender.resample import resample_rows
+from speakergender.frontend.resample import resample_rows
 
 FEMALE = "female"
 MALE = "male"

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import helpers
 from speakergender import corpora, interpret, splits, train, training
-from speakergender.features import prepare_recording, waveform_to_features
+from speakergender.frontend.features import prepare_recording, waveform_to_features
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.models import registry
 from speakergender.training import read_state

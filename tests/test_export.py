@@ -14,7 +14,8 @@ from tensorflow.python.framework import op_def_registry
 
 import helpers
 import wavfiles
-from speakergender import export, features, synthetic
+from speakergender import export, synthetic
+from speakergender.frontend import features
 from speakergender.config import FrontEndParams
 
 PARAMS = FrontEndParams()

@@ -11,7 +11,7 @@ import scipy.fft
 import tensorflow as tf
 
 from helpers import assert_keras_round_trip
-from speakergender import features
+from speakergender.frontend import features
 from speakergender.config import FrontEndParams
 
 YAMNET = FrontEndParams()

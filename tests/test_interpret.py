@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from speakergender import corpora, features, interpret
+from speakergender import corpora, interpret
+from speakergender.frontend import features
 from speakergender.config import FrontEndParams
 from speakergender.models import yamnet
 from speakergender.models.backbones import feature_extractor

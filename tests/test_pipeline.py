@@ -12,7 +12,8 @@ import tensorflow as tf
 
 import helpers
 import wavfiles
-from speakergender import corpora, features, pipeline, windows
+from speakergender import corpora, pipeline
+from speakergender.frontend import features, windows
 from speakergender.config import AugmentParams, FrontEndParams
 
 PARAMS = FrontEndParams()

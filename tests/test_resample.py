@@ -1,4 +1,4 @@
-"""speakergender.resample: tones with known answers, and scipy.signal.resample_poly on speech."""
+"""speakergender.frontend.resample: tones with known answers, and scipy.signal.resample_poly on speech."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import scipy.signal
 import soundfile as sf
 import tensorflow as tf
 
-from speakergender import resample as resample_module
-from speakergender.resample import resample
+from speakergender.frontend import resample as resample_module
+from speakergender.frontend.resample import resample
 
 INPUT_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000)
 

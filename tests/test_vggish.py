@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speakergender.features import log_mel_spectrogram
+from speakergender.frontend.features import log_mel_spectrogram
 from speakergender.models import hub_weights
 from speakergender.models.backbones import (BACKBONES, feature_extractor, load_vggish_weights,
                                             unfreeze_top_blocks)

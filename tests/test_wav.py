@@ -1,4 +1,4 @@
-"""speakergender.wav against soundfile (libsndfile) and hand-built odd and broken files."""
+"""speakergender.frontend.wav against soundfile (libsndfile) and hand-built odd and broken files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import helpers
 import wavfiles
-from speakergender import wav
+from speakergender.frontend import wav
 from wavfiles import chunk, fmt_payload, pcm16_wav, riff
 
 SUBTYPES = ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
@@ -99,7 +99,7 @@ def test_an_empty_batch_decodes_to_nothing():
 PEAK_MEMORY_SCRIPT = """
 import resource, sys
 import tensorflow as tf
-from speakergender import wav
+from speakergender.frontend import wav
 files = [open(path, "rb").read() for path in sys.argv[1:]]
 decode = tf.function(wav.try_decode_wav_batch, input_signature=[tf.TensorSpec([None], tf.string)])
 decode(tf.constant(files[:1]))  # warm up: tracing and TensorFlow's own allocations

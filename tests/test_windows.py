@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speakergender import windows
+from speakergender.frontend import windows
 
 
 def _ramp(samples: int, start: float = 1.0) -> tf.Tensor:

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from speakergender.config import FrontEndParams
-from speakergender.features import log_mel_spectrogram
+from speakergender.frontend.features import log_mel_spectrogram
 from speakergender.models import hub_weights
 from speakergender.models.backbones import BACKBONES, feature_extractor, unfreeze_top_blocks
 from speakergender.models.yamnet import (BATCH_NORM_EPSILON, HUB_NAMES, NUM_BLOCKS,

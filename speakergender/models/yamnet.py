@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from speakergender.config import FrontEndParams
-from speakergender.features import log_mel_spectrogram
+from speakergender.frontend.features import log_mel_spectrogram
 from speakergender.models import hub_weights
 
 PATCH_FRAMES = 96
