@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+import signal
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -371,3 +375,295 @@ def test_tf_audio_decode_wav_rejects_24_bit(tmp_path):
         tf.audio.decode_wav(path.read_bytes())
     channels, _ = decode_channels_graph(tf.constant(path.read_bytes()))
     assert channels.shape == (100, 1)
+
+
+# --- Hostile headers: each is checked before any work is sized from it ---------------------------
+# Each file carries ~200 KB of samples, like the users' reports; each must fail (or decode) in
+# well under a second.
+
+FAST_SECONDS = 3.0  # generous: two shared CPU cores; the real figures are milliseconds
+HOSTILE_DATA = wavfiles.pcm16_bytes(np.random.default_rng(7).uniform(-1, 1, 100_000))
+EMPTY_CHUNK = b"junk" + struct.pack("<I", 0)
+
+
+def raw_fmt(tag=wavfiles.WAVE_FORMAT_PCM, channels=1, rate=16000, block_align=None, bits=16,
+            size=None) -> bytes:
+    """A 'fmt ' chunk with any field values (even inconsistent ones) and any declared size."""
+    if block_align is None:
+        block_align = channels * bits // 8
+    payload = struct.pack("<HHIIHH", tag, channels, rate, (rate * block_align) % 2**32,
+                          block_align, bits)
+    return b"fmt " + struct.pack("<I", len(payload) if size is None else size) + payload
+
+
+def sized_chunk(chunk_id: bytes, declared_size: int, payload: bytes) -> bytes:
+    """A chunk whose size field says `declared_size`, whatever the payload's length."""
+    return chunk_id + struct.pack("<I", declared_size) + payload
+
+
+HOSTILE_DATA_CHUNK = chunk(b"data", HOSTILE_DATA)
+
+
+def _range_message(rate: int) -> str:
+    return (f"{wav.ERR_SAMPLE_RATE_RANGE} ({rate} Hz, need {wav.MIN_SAMPLE_RATE} to "
+            f"{wav.MAX_SAMPLE_RATE})")
+
+
+# (id, bytes, expected message)
+HOSTILE_FILES = [
+    ("rate-1-hz", riff(raw_fmt(rate=1), HOSTILE_DATA_CHUNK), _range_message(1)),
+    ("rate-10-hz", riff(raw_fmt(rate=10), HOSTILE_DATA_CHUNK), _range_message(10)),
+    ("rate-999-hz", riff(raw_fmt(rate=999), HOSTILE_DATA_CHUNK), _range_message(999)),
+    ("rate-768001-hz", riff(raw_fmt(rate=768_001), HOSTILE_DATA_CHUNK), _range_message(768_001)),
+    ("rate-4e9-hz", riff(raw_fmt(rate=4_000_000_000), HOSTILE_DATA_CHUNK),
+     _range_message(4_000_000_000)),
+    ("rate-max-uint32", riff(raw_fmt(rate=2**32 - 1), HOSTILE_DATA_CHUNK),
+     _range_message(2**32 - 1)),
+    ("zero-channels", riff(raw_fmt(channels=0), HOSTILE_DATA_CHUNK), wav.ERR_ZERO_CHANNELS),
+    ("65535-channels", riff(raw_fmt(channels=65535, block_align=2), HOSTILE_DATA_CHUNK),
+     f"{wav.ERR_TOO_MANY_CHANNELS} (65535, at most {wav.MAX_CHANNELS})"),
+    ("1025-channels", riff(raw_fmt(channels=1025), HOSTILE_DATA_CHUNK),
+     f"{wav.ERR_TOO_MANY_CHANNELS} (1025, at most {wav.MAX_CHANNELS})"),
+    ("bits-65535", riff(raw_fmt(bits=65535, block_align=2), HOSTILE_DATA_CHUNK),
+     wav.ERR_UNSUPPORTED_BITS + " 65535 bits for format tag 0x0001"),
+    ("bits-0", riff(raw_fmt(bits=0), HOSTILE_DATA_CHUNK),
+     wav.ERR_UNSUPPORTED_BITS + " 0 bits for format tag 0x0001"),
+    ("float-8-bit", riff(raw_fmt(tag=3, bits=8), HOSTILE_DATA_CHUNK),
+     wav.ERR_UNSUPPORTED_BITS + " 8 bits for format tag 0x0003"),
+    ("200000-empty-chunks-before-fmt",
+     riff(EMPTY_CHUNK * 200_000, GOOD_FMT, HOSTILE_DATA_CHUNK),
+     f"{wav.ERR_TOO_MANY_CHUNKS} (fmt and data chunks not found in the first "
+     f"{wav.MAX_CHUNKS})"),
+    ("max-chunks-before-fmt", riff(EMPTY_CHUNK * wav.MAX_CHUNKS, GOOD_FMT, HOSTILE_DATA_CHUNK),
+     f"{wav.ERR_TOO_MANY_CHUNKS} (fmt and data chunks not found in the first "
+     f"{wav.MAX_CHUNKS})"),
+    ("200000-empty-chunks-between", riff(GOOD_FMT, EMPTY_CHUNK * 200_000, HOSTILE_DATA_CHUNK),
+     f"{wav.ERR_TOO_MANY_CHUNKS} (fmt and data chunks not found in the first "
+     f"{wav.MAX_CHUNKS})"),
+    ("data-size-ffffffff", riff(GOOD_FMT, sized_chunk(b"data", 0xFFFFFFFF, HOSTILE_DATA)),
+     wav.ERR_TRUNCATED_DATA + " (declares 4294967295 bytes, 200000 present)"),
+    # The data chunk's size hides the fmt chunk after it; the size is the problem to name.
+    ("fmt-after-data-size-ffffffff",
+     riff(sized_chunk(b"data", 0xFFFFFFFF, HOSTILE_DATA), GOOD_FMT),
+     wav.ERR_TRUNCATED_DATA + " (declares 4294967295 bytes, 200024 present)"),
+    ("fmt-size-ffffffff", riff(HOSTILE_DATA_CHUNK, raw_fmt(size=0xFFFFFFFF)),
+     wav.ERR_CHUNK_PAST_END + " (fmt chunk at byte 200020 declares 4294967295 bytes, 16 present)"),
+    ("list-past-end-before-fmt",
+     riff(sized_chunk(b"LIST", 0x7FFFFFFF, b"INFO"), GOOD_FMT, HOSTILE_DATA_CHUNK),
+     wav.ERR_CHUNK_PAST_END + " (LIST chunk at byte 12 declares 2147483647 bytes, 200036 present)"),
+    ("unnamed-chunk-past-end",
+     riff(GOOD_FMT, sized_chunk(b"\x00\x01\"\\", 1_000_000, b"x" * 10), HOSTILE_DATA_CHUNK),
+     wav.ERR_CHUNK_PAST_END + " (chunk at byte 36 declares 1000000 bytes, 200018 present)"),
+    ("four-hours-and-a-second", riff(raw_fmt(rate=1000, bits=8),
+                                     chunk(b"data", b"\x80" * (1000 * (4 * 3600 + 1)))),
+     f"{wav.ERR_TOO_LONG} (14401.0 s, at most {wav.MAX_DURATION_SECONDS} s)"),
+]
+HOSTILE_IDS = [case[0] for case in HOSTILE_FILES]
+
+try_decode_batch_graph = tf.function(
+    wav.try_decode_wav_batch, input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+@pytest.fixture
+def time_limit():
+    """Fails a test still running after 60 s (where control comes back to Python)."""
+    def timed_out(signum, frame):
+        raise TimeoutError("test ran past 60 s")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("name, contents, message", HOSTILE_FILES, ids=HOSTILE_IDS)
+def test_hostile_header_is_named_fast(time_limit, name, contents, message):
+    try_decode_graph(tf.constant(GOOD_FMT))  # traced outside the timing
+    try_decode_batch_graph(tf.constant([GOOD_FMT]))
+    (waveform, rate, error), seconds = _timed(try_decode_graph, tf.constant(contents))
+    assert error.numpy().decode() == message
+    assert waveform.shape == (0,) and int(rate) == 0
+    assert seconds < FAST_SECONDS
+    # In a batch beside a good file, which still decodes.
+    good = riff(GOOD_FMT, GOOD_DATA)
+    (waveforms, lengths, rates, errors), seconds = _timed(
+        try_decode_batch_graph, tf.constant([good, contents]))
+    assert [e.decode() for e in errors.numpy()] == ["", message]
+    assert lengths.numpy().tolist() == [len(SAMPLES), 0] and rates.numpy().tolist() == [16000, 0]
+    np.testing.assert_array_equal(waveforms[0, :len(SAMPLES)], SAMPLES)
+    assert seconds < FAST_SECONDS
+
+
+@pytest.mark.parametrize("name, contents, message", HOSTILE_FILES[::4], ids=HOSTILE_IDS[::4])
+def test_decode_wav_raises_on_hostile_header(name, contents, message):
+    with pytest.raises(tf.errors.InvalidArgumentError) as graph:
+        decode_channels_graph(tf.constant(contents))
+    assert message in graph.value.message
+
+
+def test_hostile_headers_in_one_batch_are_each_named(time_limit):
+    contents = [case[1] for case in HOSTILE_FILES]
+    (_, lengths, rates, errors), seconds = _timed(try_decode_batch_graph, tf.constant(contents))
+    assert [e.decode() for e in errors.numpy()] == [case[2] for case in HOSTILE_FILES]
+    assert not lengths.numpy().any() and not rates.numpy().any()
+    assert seconds < 2 * FAST_SECONDS
+
+
+def test_too_many_chunks_eagerly(time_limit):
+    """Eager execution runs the chunk walk as a Python loop: bounded all the same."""
+    contents = riff(EMPTY_CHUNK * 200_000, GOOD_FMT, GOOD_DATA)
+    (_, _, error), seconds = _timed(wav.try_decode_wav, tf.constant(contents))
+    assert error.numpy().decode().startswith(wav.ERR_TOO_MANY_CHUNKS)
+    assert seconds < 3 * FAST_SECONDS
+
+
+def _decodes_to_samples(contents: bytes, rate: int = 16000) -> None:
+    channels, decoded_rate, error = try_decode_graph(tf.constant(contents))
+    assert error.numpy() == b""
+    assert int(decoded_rate) == rate
+    np.testing.assert_array_equal(channels.numpy(), SAMPLES)
+
+
+@pytest.mark.parametrize("riff_size", [0, 4, 20, 0x7FFFFFFF, 0xFFFFFFFF])
+def test_riff_size_lying_is_ignored(riff_size):
+    """The RIFF size is not trusted either way (streaming writers leave 0 or 0xFFFFFFFF in it):
+    the chunks are walked over the bytes there are. libsndfile reads these files too."""
+    contents = riff(LIST_CHUNK, GOOD_FMT, GOOD_DATA, riff_size=riff_size)
+    _decodes_to_samples(contents)
+    expected, _ = sf.read(io.BytesIO(contents), dtype="float64")
+    np.testing.assert_array_equal(expected, SAMPLES)
+
+
+def test_fmt_after_data_decodes():
+    _decodes_to_samples(riff(LIST_CHUNK, GOOD_DATA, ODD_CHUNK, GOOD_FMT))
+
+
+def test_many_odd_size_chunks_with_padding_bytes_decode():
+    odd_chunks = [chunk(b"jk%02d" % (i % 100), b"x" * (2 * i + 1)) for i in range(300)]
+    assert all(len(c) % 2 == 0 for c in odd_chunks)  # each carries its pad byte
+    _decodes_to_samples(riff(*odd_chunks[:150], GOOD_FMT, *odd_chunks[150:], GOOD_DATA))
+
+
+def test_odd_size_chunk_without_its_padding_byte_is_an_error():
+    """A writer that forgets the pad byte shifts every later chunk header by one byte; the walk
+    then reads garbage there and says so rather than guessing."""
+    unpadded = b"junk" + struct.pack("<I", 3) + b"abc"
+    _, _, error = try_decode_graph(tf.constant(riff(unpadded, GOOD_FMT, GOOD_DATA)))
+    assert error.numpy().decode() == (
+        wav.ERR_CHUNK_PAST_END + " (chunk at byte 24 declares 16777216 bytes, 33 present)")
+
+
+@pytest.mark.parametrize("chunks_before", [wav.MAX_CHUNKS - 2, 10])
+def test_chunks_up_to_the_limit_decode(chunks_before):
+    """fmt and data as chunks MAX_CHUNKS - 1 and MAX_CHUNKS still decode."""
+    _decodes_to_samples(riff(EMPTY_CHUNK * chunks_before, GOOD_FMT, GOOD_DATA))
+
+
+@pytest.mark.parametrize("rate", [wav.MIN_SAMPLE_RATE, wav.MAX_SAMPLE_RATE])
+def test_sample_rates_at_the_limits_decode(rate):
+    _decodes_to_samples(pcm16_wav(SAMPLES, rate=rate), rate)
+
+
+def test_most_channels_and_longest_recording_decode():
+    channels = wav.MAX_CHANNELS
+    contents = riff(chunk(b"fmt ", fmt_payload(channels=channels)),
+                    chunk(b"data", wavfiles.pcm16_bytes(np.repeat(SAMPLES, channels))))
+    decoded, _, error = try_decode_graph(tf.constant(contents))
+    assert error.numpy() == b""
+    np.testing.assert_array_equal(decoded.numpy(), SAMPLES)  # each frame's channels agree
+    longest = riff(raw_fmt(rate=1000, bits=8),
+                   chunk(b"data", b"\x80" * (1000 * wav.MAX_DURATION_SECONDS)))
+    waveforms, lengths, rates, errors = try_decode_batch_graph(tf.constant([longest]))
+    assert errors.numpy()[0] == b"" and int(lengths[0]) == 1000 * wav.MAX_DURATION_SECONDS
+    assert int(rates[0]) == 1000 and not waveforms.numpy().any()
+
+
+def test_limits_are_exported():
+    assert (wav.MIN_SAMPLE_RATE, wav.MAX_SAMPLE_RATE) == (1_000, 768_000)
+    assert wav.MAX_CHANNELS == 1024 and wav.MAX_CHUNKS == 1000
+    assert wav.MAX_DURATION_SECONDS == 4 * 3600 and wav.MAX_SAMPLES == 2**31 - 1
+
+
+PIPELINE_SCRIPT = """
+import json, resource, sys, time
+import tensorflow as tf
+from speakergender.frontend import wav
+from speakergender.frontend.resample import resample_rows
+
+def decode_and_resample(contents):
+    # What the pipeline and the exported classify_wav do first: decode, resample to 16 kHz.
+    waveforms, lengths, rates, errors = wav.try_decode_wav_batch(contents)
+    waveforms, lengths = resample_rows(waveforms, lengths, rates, 16000)
+    return waveforms, lengths, errors
+
+decode = tf.function(decode_and_resample, input_signature=[tf.TensorSpec([None], tf.string)])
+files = [open(path, "rb").read() for path in sys.argv[1:]]
+decode(tf.constant(files[:1]))  # warm up
+results = []
+for contents in files:
+    start = time.perf_counter()
+    _, lengths, errors = decode(tf.constant([contents]))
+    results.append([time.perf_counter() - start, int(lengths[0]), errors.numpy()[0].decode()])
+print(json.dumps(results))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_hostile_headers_through_the_pipeline_finish_fast(tmp_path):
+    """The users' reports, through decode + resample to the model's rate: 1 Hz ran for minutes,
+    10 Hz aborted at 11.8 GB, 4 GHz read as silence. In a subprocess with a timeout, so that a
+    regression cannot hang or exhaust the test run."""
+    cases = {name: contents for name, contents, _ in HOSTILE_FILES
+             if name in ("rate-1-hz", "rate-10-hz", "rate-4e9-hz",
+                         "200000-empty-chunks-before-fmt")}
+    cases["rate-1000-hz"] = riff(raw_fmt(rate=1000), HOSTILE_DATA_CHUNK)
+    paths = []
+    for name, contents in cases.items():
+        paths.append(tmp_path / f"{name}.wav")
+        paths[-1].write_bytes(contents)
+    result = helpers.run_python(PIPELINE_SCRIPT, *map(str, paths), timeout=180)
+    results, peak_mb = result.stdout.split("\n")[-3:-1]
+    results = dict(zip(cases, json.loads(results)))
+    expected = {name: message for name, _, message in HOSTILE_FILES}
+    for name, (seconds, length, error) in results.items():
+        assert seconds < FAST_SECONDS, (name, seconds)
+        if name == "rate-1000-hz":
+            assert error == "" and length == 16 * 100_000
+        else:
+            assert error == expected[name] and length == 0
+    assert int(peak_mb) < 3000  # TensorFlow itself, and 1.6 M samples
+
+
+@pytest.mark.parametrize("subtype, value, frame", [
+    ("FLOAT", np.nan, 2), ("FLOAT", np.inf, 0), ("DOUBLE", -np.inf, 3),
+    ("DOUBLE", 1e300, 1)])  # beyond float32's range: infinity once converted
+def test_non_finite_float_samples_are_an_error(tmp_path, subtype, value, frame):
+    samples = np.zeros((4, 2))
+    samples[frame, 1] = value
+    path = wavfiles.write_wav(tmp_path / "f.wav", samples, 16000, subtype)
+    good = wavfiles.write_wav(tmp_path / "g.wav", _test_signal(10, 2), 16000, subtype)
+    message = f"{wav.ERR_NON_FINITE} (NaN or infinity as float32) at frame {frame}"
+    _, rate, error = try_decode_graph(tf.constant(path.read_bytes()))
+    assert error.numpy().decode() == message and int(rate) == 0
+    waveforms, lengths, rates, errors = try_decode_batch_graph(
+        tf.constant([path.read_bytes(), good.read_bytes()]))
+    assert [e.decode() for e in errors.numpy()] == [message, ""]
+    assert lengths.numpy().tolist() == [0, 10] and rates.numpy().tolist() == [0, 16000]
+    assert not waveforms.numpy()[0].any() and np.isfinite(waveforms.numpy()).all()
+
+
+@pytest.mark.parametrize("block_align", [0, 7, 65535])
+def test_a_wrong_block_align_is_ignored_as_libsndfile_ignores_it(block_align):
+    # The field is redundant (channels x bytes per sample); libsndfile reads such files.
+    good = wav.try_decode_wav_batch(tf.constant([riff(raw_fmt(), HOSTILE_DATA_CHUNK)]))
+    odd = wav.try_decode_wav_batch(tf.constant([riff(raw_fmt(block_align=block_align),
+                                                     HOSTILE_DATA_CHUNK)]))
+    assert odd[3].numpy()[0] == b""
+    np.testing.assert_array_equal(odd[0].numpy(), good[0].numpy())

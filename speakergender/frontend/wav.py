@@ -10,6 +10,11 @@ which lets a `tf.data` pipeline drop a bad file without ending the epoch.
 `try_decode_wav_batch` does the same for a batch of files at once (the pipeline's and the
 exported `classify_wav`'s way, far cheaper per file); the one-file functions run it on a batch
 of one, so there is a single decoder.
+
+Header values are checked against plausible limits (MIN_SAMPLE_RATE ... MAX_DURATION_SECONDS
+below) before any work is sized from them, so the work and memory a file costs here, and
+downstream (resampling to a model's rate multiplies the samples by at most
+16000 / MIN_SAMPLE_RATE), are bounded by the file's real size, whatever its header claims.
 """
 
 from __future__ import annotations
@@ -31,6 +36,31 @@ ERR_UNSUPPORTED_BITS = "unsupported bit depth"
 ERR_ZERO_CHANNELS = "zero channels"
 ERR_ZERO_RATE = "zero sample rate"
 ERR_ZERO_SAMPLES = "zero samples (empty data chunk)"
+ERR_TOO_MANY_CHUNKS = "too many chunks"
+ERR_CHUNK_PAST_END = "chunk runs past end of file"
+ERR_TOO_MANY_CHANNELS = "too many channels"
+ERR_SAMPLE_RATE_RANGE = "sample rate out of range"
+ERR_TOO_LONG = "recording too long"
+ERR_TOO_MANY_SAMPLES = "too many samples"
+ERR_NON_FINITE = "non-finite sample"
+
+# Limits on what a header may claim; a file beyond one gets the matching ERR_* message.
+# Below 1 kHz no recording holds speech (its band ends at 500 Hz); real files start at 4 or
+# 8 kHz. The floor also caps what resampling to 16 kHz may multiply the samples by (16x).
+MIN_SAMPLE_RATE = 1_000
+# The highest rate audio interfaces record at (DXD 705.6 kHz, and 768 kHz).
+MAX_SAMPLE_RATE = 768_000
+# libsndfile's own limit (SF_MAX_CHANNELS), so this reads every file soundfile reads. Channels
+# cost nothing by themselves here: the samples a file yields are bounded by its bytes, however
+# they are split into channels, and channels are averaged row by row.
+MAX_CHANNELS = 1024
+# Chunks walked looking for 'fmt ' and 'data'. Real files carry a handful (LIST, fact, bext,
+# cue, JUNK padding...); the walk is a loop of one step per chunk, so this bounds its cost.
+MAX_CHUNKS = 1000
+# Four hours: far beyond a spoken recording, and 230 M samples (920 MB) at 16 kHz.
+MAX_DURATION_SECONDS = 4 * 60 * 60
+# Samples per file are counted in int32.
+MAX_SAMPLES = 2**31 - 1
 
 WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
@@ -93,8 +123,14 @@ def _format_tag_messages(tags: tf.Tensor) -> tf.Tensor:
     return ERR_UNSUPPORTED_FORMAT + " " + _hex4(tags) + suffixes
 
 
+# A function of its own, so that eager callers run the walk as one graph, not as a Python loop
+# of eager ops (a thousand steps of those take seconds).
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)],
+             autograph=False)
 def _find_chunks(padded: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """Walks each file's chunk headers after 'RIFF....WAVE' and locates 'fmt ' and 'data'.
+
+    The walk takes at most `MAX_CHUNKS` steps, each a few ops on the whole batch.
 
     Args:
       padded: string [B], each file's bytes followed by `_HEADER_PADDING` zero bytes.
@@ -102,17 +138,20 @@ def _find_chunks(padded: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, ...]:
 
     Returns:
       int64 [B] fmt_pos, fmt_size, data_pos, data_size (payload offset and declared size;
-      -1 where the chunk was not found).
+      -1 where the chunk was not found), bool [B] too_many (the walk was still looking after
+      `MAX_CHUNKS` chunks), int64 [B] past_end_pos, past_end_size (the header offset and
+      declared size of the chunk the walk stopped at because it runs past the end of the file;
+      -1 where none did).
     """
     not_found = tf.fill(tf.shape(size), tf.constant(-1, tf.int64))
 
     def walking(pos, fmt_pos, data_pos):
         return (pos + 8 <= size) & ((fmt_pos < 0) | (data_pos < 0))
 
-    def keep_walking(pos, fmt_pos, fmt_size, data_pos, data_size):
+    def keep_walking(pos, fmt_pos, fmt_size, data_pos, data_size, past_end_pos, past_end_size):
         return tf.reduce_any(walking(pos, fmt_pos, data_pos))
 
-    def next_chunk(pos, fmt_pos, fmt_size, data_pos, data_size):
+    def next_chunk(pos, fmt_pos, fmt_size, data_pos, data_size, past_end_pos, past_end_size):
         active = walking(pos, fmt_pos, data_pos)
         at = tf.where(active, pos, 0)  # rows that stopped may point past their end
         chunk_id = tf.strings.substr(padded, at, tf.fill(tf.shape(at), tf.constant(4, tf.int64)))
@@ -123,15 +162,31 @@ def _find_chunks(padded: tf.Tensor, size: tf.Tensor) -> tuple[tf.Tensor, ...]:
         fmt_size = tf.where(is_fmt, chunk_size, fmt_size)
         data_pos = tf.where(is_data, pos + 8, data_pos)
         data_size = tf.where(is_data, chunk_size, data_size)
+        # A chunk running past the end ends the walk (the next position is past the end too).
+        past_end = active & (pos + 8 + chunk_size > size)
+        past_end_pos = tf.where(past_end, pos, past_end_pos)
+        past_end_size = tf.where(past_end, chunk_size, past_end_size)
         # RIFF pads odd-sized chunks with one byte that the size does not count.
         pos = tf.where(active, pos + 8 + chunk_size + tf.bitwise.bitwise_and(chunk_size, 1), pos)
         return tuple(tf.ensure_shape(value, size.shape)
-                     for value in (pos, fmt_pos, fmt_size, data_pos, data_size))
+                     for value in (pos, fmt_pos, fmt_size, data_pos, data_size, past_end_pos,
+                                   past_end_size))
 
     start = tf.fill(tf.shape(size), tf.constant(12, tf.int64))
-    _, fmt_pos, fmt_size, data_pos, data_size = tf.while_loop(
-        keep_walking, next_chunk, [start, not_found, not_found, not_found, not_found])
-    return fmt_pos, fmt_size, data_pos, data_size
+    pos, fmt_pos, fmt_size, data_pos, data_size, past_end_pos, past_end_size = tf.while_loop(
+        keep_walking, next_chunk, (start,) + (not_found,) * 6, maximum_iterations=MAX_CHUNKS)
+    too_many = walking(pos, fmt_pos, data_pos)
+    return fmt_pos, fmt_size, data_pos, data_size, too_many, past_end_pos, past_end_size
+
+
+def _chunk_names(padded: tf.Tensor, pos: tf.Tensor) -> tf.Tensor:
+    """'LIST chunk' for the chunk whose header is at `pos`, or 'chunk' when its id is not
+    letters, digits and spaces (no quotes or backslashes in messages), string [B]."""
+    chunk_id = tf.strings.substr(padded, tf.maximum(pos, 0),
+                                tf.fill(tf.shape(pos), tf.constant(4, tf.int64)))
+    printable = tf.strings.regex_full_match(chunk_id, "[A-Za-z0-9 ]{4}")
+    named = tf.strings.regex_replace(chunk_id, " +$", "") + " chunk"
+    return tf.where(printable & tf.not_equal(tf.strings.strip(chunk_id), ""), named, "chunk")
 
 
 def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor) -> tf.Tensor:
@@ -229,7 +284,8 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
         return tf.strings.substr(padded, tf.fill(tf.shape(size), pos), tf.fill(tf.shape(size), 4))
 
     is_riff_wave = tf.equal(bytes_at(0), "RIFF") & tf.equal(bytes_at(8), "WAVE")
-    fmt_pos, fmt_size, data_pos, data_size = _find_chunks(padded, size)
+    (fmt_pos, fmt_size, data_pos, data_size, too_many_chunks, past_end_pos,
+     past_end_size) = _find_chunks(padded, size)
 
     tag = header_at(fmt_pos, 2)
     num_channels = header_at(fmt_pos + 2, 2)
@@ -244,38 +300,97 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
         encoding = tf.where(tf.equal(tag, known_tag) & tf.equal(bits, known_bits), index, encoding)
     is_known_tag = tf.equal(tag, WAVE_FORMAT_PCM) | tf.equal(tag, WAVE_FORMAT_IEEE_FLOAT)
 
+    # From channels and bit depth, not the header's block align, which libsndfile ignores too.
     frame_bytes = tf.maximum(num_channels * (bits // 8), 1)
     present = tf.maximum(size - data_pos, 0)
     num_frames = data_size // frame_bytes
+    num_samples = num_frames * num_channels
+    seconds = tf.cast(num_frames, tf.float64) / tf.cast(tf.maximum(rate, 1), tf.float64)
 
     as_string = tf.strings.as_string
+    # The chunk the walk stopped at ran past the end: the data chunk (truncated data, reported
+    # below where the fmt chunk was found) or any other.
+    data_past_end = (past_end_pos >= 0) & tf.equal(past_end_pos + 8, data_pos)
+    other_past_end = (past_end_pos >= 0) & ~data_past_end
+
+    def truncated_message():
+        return (ERR_TRUNCATED_DATA + " (declares " + as_string(data_size) + " bytes, "
+                + as_string(present) + " present)")
+
+    # (failed, its message): messages are built only for a batch where some file failed.
     checks = [
-        (~is_riff_wave, ERR_NOT_RIFF_WAVE),
-        (fmt_pos < 0, ERR_NO_FMT_CHUNK),
-        (fmt_size < 16, ERR_SHORT_FMT_CHUNK + " (" + as_string(fmt_size) + " bytes, need 16)"),
-        (data_pos < 0, ERR_NO_DATA_CHUNK),
-        (~is_known_tag, _format_tag_messages(tag)),
-        (encoding < 0, ERR_UNSUPPORTED_BITS + " " + as_string(bits) + " bits for format tag "
-         + _hex4(tag)),
-        (tf.equal(num_channels, 0), ERR_ZERO_CHANNELS),
-        (tf.equal(rate, 0), ERR_ZERO_RATE),
-        (data_size > present, ERR_TRUNCATED_DATA + " (declares " + as_string(data_size)
-         + " bytes, " + as_string(present) + " present)"),
-        (tf.equal(num_frames, 0), ERR_ZERO_SAMPLES),
+        (~is_riff_wave, lambda: ERR_NOT_RIFF_WAVE),
+        (too_many_chunks, lambda: ERR_TOO_MANY_CHUNKS + " (fmt and data chunks not found in "
+         f"the first {MAX_CHUNKS})"),
+        (other_past_end, lambda: ERR_CHUNK_PAST_END + " (" + _chunk_names(padded, past_end_pos)
+         + " at byte " + as_string(past_end_pos) + " declares " + as_string(past_end_size)
+         + " bytes, " + as_string(tf.maximum(size - past_end_pos - 8, 0)) + " present)"),
+        # Before 'no fmt chunk': a data chunk claiming more bytes than the file holds hides a
+        # fmt chunk after it.
+        (data_past_end & (fmt_pos < 0), truncated_message),
+        (fmt_pos < 0, lambda: ERR_NO_FMT_CHUNK),
+        (fmt_size < 16, lambda: ERR_SHORT_FMT_CHUNK + " (" + as_string(fmt_size)
+         + " bytes, need 16)"),
+        (data_pos < 0, lambda: ERR_NO_DATA_CHUNK),
+        (~is_known_tag, lambda: _format_tag_messages(tag)),
+        (encoding < 0, lambda: ERR_UNSUPPORTED_BITS + " " + as_string(bits)
+         + " bits for format tag " + _hex4(tag)),
+        (tf.equal(num_channels, 0), lambda: ERR_ZERO_CHANNELS),
+        (num_channels > MAX_CHANNELS, lambda: ERR_TOO_MANY_CHANNELS + " ("
+         + as_string(num_channels) + f", at most {MAX_CHANNELS})"),
+        (tf.equal(rate, 0), lambda: ERR_ZERO_RATE),
+        ((rate < MIN_SAMPLE_RATE) | (rate > MAX_SAMPLE_RATE), lambda: ERR_SAMPLE_RATE_RANGE
+         + " (" + as_string(rate) + f" Hz, need {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE})"),
+        (data_size > present, truncated_message),
+        (tf.equal(num_frames, 0), lambda: ERR_ZERO_SAMPLES),
+        (seconds > MAX_DURATION_SECONDS, lambda: ERR_TOO_LONG + " ("
+         + as_string(seconds, precision=1) + f" s, at most {MAX_DURATION_SECONDS} s)"),
+        (num_samples > MAX_SAMPLES, lambda: ERR_TOO_MANY_SAMPLES + " (" + as_string(num_samples)
+         + f", at most {MAX_SAMPLES})"),
     ]
-    error = tf.fill(tf.shape(size), "")
-    # Walk backwards so the first failing check is the one reported.
-    for failed, message in reversed(checks):
-        error = tf.where(failed, message, error)
-    ok = tf.equal(error, "")
+    ok = ~tf.reduce_any(tf.stack([failed for failed, _ in checks]), axis=0)
+
+    def messages():
+        error = tf.fill(tf.shape(size), "")
+        # Walk backwards so the first failing check is the one reported.
+        for failed, message in reversed(checks):
+            error = tf.where(failed, message(), error)
+        return error
+
+    error = tf.cond(tf.reduce_all(ok), lambda: tf.fill(tf.shape(size), ""), messages)
 
     num_frames = tf.cast(tf.where(ok, num_frames, 0), tf.int32)
     num_channels = tf.cast(tf.where(ok, num_channels, 1), tf.int32)
-    num_samples = num_frames * num_channels
+    num_samples = num_frames * num_channels  # at most MAX_SAMPLES where ok, 0 elsewhere
     data_bytes = tf.where(ok, tf.cast(num_samples, tf.int64) * (bits // 8), 0)
     # Byte positions stay int64: a file may pass 2 GiB.
     data = tf.strings.substr(contents, tf.where(ok, data_pos, 0), data_bytes)
     samples = _decode_samples(data, tf.where(ok, encoding, -1), num_samples)
+
+    # Float files may hold NaN or infinity (or float64 values beyond float32's range), which
+    # would poison every feature and score computed from them; PCM never does.
+    is_float = ok & (encoding >= _ENCODINGS.index((WAVE_FORMAT_IEEE_FLOAT, 32)))
+
+    def all_finite():
+        return tf.fill(tf.shape(num_frames), -1), samples
+
+    def drop_non_finite():
+        bad = ~tf.math.is_finite(samples)
+        first = tf.argmax(tf.cast(bad, tf.int8), axis=1, output_type=tf.int32)
+        first = tf.where(tf.reduce_any(bad, axis=1), first, -1)
+        return first, tf.where(first[:, tf.newaxis] >= 0, 0.0, samples)
+
+    def check_finite():
+        return tf.cond(tf.reduce_all(tf.math.is_finite(samples)), all_finite, drop_non_finite)
+
+    # Only batches holding float files pay for a pass, and only those with a bad one for two.
+    first_bad, samples = tf.cond(tf.reduce_any(is_float), check_finite, all_finite)
+    non_finite = first_bad >= 0
+    error = tf.where(non_finite, ERR_NON_FINITE + " (NaN or infinity as float32) at frame "
+                     + as_string(first_bad // tf.maximum(num_channels, 1)), error)
+    num_frames = tf.where(non_finite, 0, num_frames)
+    num_channels = tf.where(non_finite, 1, num_channels)
+    ok = ok & ~non_finite
     rate = tf.where(ok, tf.cast(tf.minimum(rate, tf.int32.max), tf.int32), 0)
     return samples, num_frames, num_channels, rate, error
 
