@@ -201,12 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from speakergender import corpora
-    from speakergender.audiomnist import DownloadError, ensure_audiomnist
+    from speakergender.archives import ArchiveError
+    from speakergender.audiomnist import VerificationError, ensure_audiomnist
+    from speakergender.downloads import DownloadError
     try:
         conditions = parse_condition_list(args.condition_tests)
         sources = args.data_dir or [str(ensure_audiomnist(args.cache_dir))]
         corpus = corpora.load_corpora(sources)
-    except (DownloadError, corpora.CorpusError, ValueError) as error:
+    except (DownloadError, ArchiveError, VerificationError, corpora.CorpusError,
+            ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(corpora.summary(corpus), flush=True)
