@@ -6,7 +6,8 @@ The folder can be passed wherever a YAMNet handle is taken (`--backbone-handle F
 the offline route for machines that cannot reach TF Hub. Like TF Hub's YAMNet, the SavedModel's
 `__call__` takes a float32 waveform [samples] at 16 kHz in [-1, 1] and returns (scores [N, 521],
 embeddings [N, 1024], log_mel_spectrogram [frames, 64]) for 0.96 s patches every 0.48 s, and
-`class_map_path()` returns the class map CSV. The weights are the TFLite file's, dequantized.
+`class_map_path()` returns the class map CSV. The SavedModel is `yamnet_hub.YAMNetHub`: the
+Keras `build_yamnet` model with the TFLite file's weights (dequantized) behind TF Hub's framing.
 The output is written to a temporary folder beside it, reloaded and checked against the Keras
 model, then renamed into place.
 """
@@ -57,18 +58,22 @@ def check_signal(sample_rate: int = 16000) -> np.ndarray:
 
 
 def check_export(saved_model_dir: Path, keras_model) -> float:
-    """Runs the reloaded SavedModel and the Keras model on `check_signal`.
+    """Runs the reloaded SavedModel and the Keras model on `check_signal`, and reads its weights.
 
     Returns:
       The largest absolute score difference.
 
     Raises:
-      ValueError: shapes differ or the difference exceeds MAX_SCORE_DIFFERENCE.
+      ValueError: shapes differ, the difference exceeds MAX_SCORE_DIFFERENCE, or the weights
+        `load_yamnet_weights_from_savedmodel` reads back differ from the Keras model's.
     """
     import tensorflow as tf
 
     from speakergender.config import FrontEndParams
-    from speakergender.models.yamnet import waveform_to_patches
+    from speakergender.models.yamnet import build_yamnet
+    from speakergender.models.yamnet_hub import waveform_to_patches
+    from speakergender.models.yamnet_weights import (get_yamnet_weights,
+                                                     load_yamnet_weights_from_savedmodel)
 
     waveform = check_signal()
     reloaded = tf.saved_model.load(str(saved_model_dir))
@@ -86,6 +91,14 @@ def check_export(saved_model_dir: Path, keras_model) -> float:
                          f"{difference:.3g} (> {MAX_SCORE_DIFFERENCE})")
     if not Path(reloaded.class_map_path().numpy().decode()).is_file():
         raise ValueError("reloaded SavedModel's class map asset is missing")
+    read_back = build_yamnet()
+    load_yamnet_weights_from_savedmodel(read_back, str(saved_model_dir))
+    expected_weights = get_yamnet_weights(keras_model)
+    differing = [name for name, value in get_yamnet_weights(read_back).items()
+                 if not np.array_equal(value, expected_weights[name])]
+    if differing:
+        raise ValueError(f"weights read back from the SavedModel differ from the Keras model's: "
+                         f"{', '.join(differing[:5])}")
     return difference
 
 
@@ -94,8 +107,9 @@ def convert(tflite_path: Path, output_dir: Path, class_map: Path, overwrite: boo
     import tensorflow as tf
 
     from speakergender.config import FrontEndParams, save_json
-    from speakergender.models.yamnet import (YAMNetModule, build_yamnet, read_tflite_weights,
-                                             set_yamnet_weights)
+    from speakergender.models.yamnet import build_yamnet
+    from speakergender.models.yamnet_hub import YAMNetHub
+    from speakergender.models.yamnet_weights import load_yamnet_weights_from_tflite
 
     if not tflite_path.is_file():
         raise FileNotFoundError(f"no TFLite file at {tflite_path}")
@@ -105,11 +119,10 @@ def convert(tflite_path: Path, output_dir: Path, class_map: Path, overwrite: boo
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; pass --overwrite to replace it")
 
-    weights = read_tflite_weights(tflite_path)
     keras_model = build_yamnet()
-    set_yamnet_weights(keras_model, weights)
+    load_yamnet_weights_from_tflite(keras_model, tflite_path)
     front_end = FrontEndParams()
-    module = YAMNetModule(weights, class_map, front_end)
+    module = YAMNetHub(keras_model, class_map, front_end)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))

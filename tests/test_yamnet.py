@@ -16,11 +16,15 @@ from speakergender.config import FrontEndParams
 from speakergender.frontend.features import log_mel_spectrogram
 from speakergender.models import hub_weights
 from speakergender.models.backbones import BACKBONES, feature_extractor, unfreeze_top_blocks
-from speakergender.models.yamnet import (BATCH_NORM_EPSILON, HUB_NAMES, NUM_BLOCKS,
-                                         build_yamnet, get_yamnet_weights, hub_variable_names,
-                                         load_yamnet_weights_from_savedmodel,
-                                         load_yamnet_weights_from_tflite, open_tflite_interpreter,
-                                         read_tflite_weights, set_yamnet_weights, yamnet_blocks)
+from speakergender.models.yamnet import (BATCH_NORM_EPSILON, NUM_BLOCKS, build_yamnet,
+                                         yamnet_blocks)
+from speakergender.models.yamnet_hub import YAMNetHub
+from speakergender.models.yamnet_weights import (HUB_NAMES, get_yamnet_weights,
+                                                 hub_variable_names,
+                                                 load_yamnet_weights_from_savedmodel,
+                                                 load_yamnet_weights_from_tflite,
+                                                 open_tflite_interpreter, read_tflite_weights,
+                                                 set_yamnet_weights)
 
 SPEECH = 0  # index of "Speech" in yamnet_class_map.csv
 WINDOW_SAMPLES = 15600
@@ -190,6 +194,25 @@ def test_savedmodel_variables_load_by_name(tmp_path, prefix):
         np.testing.assert_array_equal(embedding, expected["embedding"])
         if include_logits:
             np.testing.assert_array_equal(outputs["logits"], expected["logits"])
+
+
+def test_exported_keras_model_reads_back_by_keras_variable_path(tmp_path):
+    """The layout `convert_yamnet` writes: the Keras model itself inside a tf.Module."""
+    source = build_yamnet()
+    _randomize_batch_norm(source)
+    class_map = tmp_path / "classes.csv"
+    class_map.write_text("index,mid,display_name\n")
+    saved = tmp_path / "saved"
+    tf.saved_model.save(YAMNetHub(source, class_map), str(saved))
+    names = set(hub_weights.read_variables(str(saved)))
+    assert {"layer1/conv/kernel", "layer1/conv_bn/beta", "layer2/depthwise_conv/kernel",
+            "logits/kernel"} <= names and len(names) == 110
+    expected = get_yamnet_weights(source)
+    for include_logits in (True, False):
+        model = build_yamnet(include_logits=include_logits)
+        load_yamnet_weights_from_savedmodel(model, str(saved))
+        for name, value in get_yamnet_weights(model).items():
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
 def test_savedmodel_missing_variables_are_named(tmp_path):

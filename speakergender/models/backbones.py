@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 
 from speakergender.config import FrontEndParams
-from speakergender.models import hub_weights, vggish, yamnet
+from speakergender.models import hub_weights, vggish, yamnet, yamnet_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +52,9 @@ def _is_tflite(source: str | Path) -> bool:
 def load_yamnet_weights(model: keras.Model, source: str | Path) -> None:
     """YAMNet weights from a .tflite file, or else a TF Hub handle or SavedModel folder."""
     if _is_tflite(source):
-        yamnet.load_yamnet_weights_from_tflite(model, source)
+        yamnet_weights.load_yamnet_weights_from_tflite(model, source)
     else:
-        yamnet.load_yamnet_weights_from_savedmodel(model, str(source))
+        yamnet_weights.load_yamnet_weights_from_savedmodel(model, str(source))
 
 
 def load_vggish_weights(model: keras.Model, source: str | Path) -> None:
