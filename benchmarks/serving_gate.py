@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakergender import corpora, experiment, metrics, pipeline, splits, training
+from speakergender import corpora, experiment, metrics, pipeline, scoring, splits
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.export import GenderClassifierModule
 from speakergender.models import registry
@@ -56,7 +56,7 @@ def main() -> None:
                     temperature=float(module.temperature.numpy()),
                     bias=float(module.bias.numpy()))
                 report = metrics.evaluation_report(
-                    training.score_recordings(gated, test_table, skip_log=skip_log))
+                    scoring.score_recordings(gated, test_table, skip_log=skip_log))
                 scores[gate].append((report["clip"]["balanced_accuracy"],
                                      report["speaker_vote"]["accuracy"]))
                 print(f"fold{index} gate {gate:4.0f} dB: clip balanced accuracy "

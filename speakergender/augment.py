@@ -1,9 +1,10 @@
-"""Augmentations that keep gender cues: recording conditions, gain, noise, time shift, SpecAugment.
+"""Waveform augmentations that keep gender cues: recording conditions, gain, noise, time shift.
 
 `augment_batch` passes training windows through what stands between a voice and a recorder: a
 room, a microphone, background noise, the recorder's gain and clipping, a telephone line and a
 DC offset. Nothing here changes pitch or formants: every stage is a linear filter, an addition
 or a memoryless non-linearity, and the telephone's 8 kHz round trip keeps the duration.
+SpecAugment works on features and so lives in the model (`models.spec_augment`).
 
 Every draw is stateless and keyed by one seed per window, so a seed repeats exactly and a
 window's result does not depend on the rest of its batch. `tf.random.stateless_*` take one seed
@@ -576,39 +577,3 @@ def augment_batch(clips: tf.Tensor, params: AugmentParams, seeds: tf.Tensor,
         offset = _between(u[:, 1:], params.dc_offset_full_scale)
         clips += tf.where(u[:, :1] < params.dc_offset_probability, offset, 0.0)
     return clips
-
-
-def _mask_along(features: tf.Tensor, axis: int, count: int, max_width: int,
-                seed: tf.Tensor) -> tf.Tensor:
-    size = tf.shape(features)[axis]
-    positions = tf.range(size)
-    keep = tf.ones([size], tf.bool)
-    for mask_seed in tf.unstack(_seeds(seed, count)):
-        width_seed, start_seed = tf.unstack(_seeds(mask_seed, 2))
-        width = tf.random.stateless_uniform([], width_seed, 0, max_width + 1, dtype=tf.int32)
-        start = tf.random.stateless_uniform(
-            [], start_seed, 0, tf.maximum(size - width, 0) + 1, dtype=tf.int32)
-        keep &= (positions < start) | (positions >= start + width)
-    shape = [-1, 1] if axis == 0 else [1, -1]
-    # Masked cells take the clip's mean: zero would be a loud value on a log scale.
-    return tf.where(tf.reshape(keep, shape), features, tf.reduce_mean(features))
-
-
-def spec_augment(features: tf.Tensor, params: AugmentParams, seed: tf.Tensor) -> tf.Tensor:
-    """SpecAugment time and frequency masks (set to the clip's mean) on one clip's features.
-
-    Args:
-      features: float32 [frames, bins].
-      params: number and maximum width of the masks.
-      seed: int [2] stateless seed.
-
-    Returns:
-      float32 [frames, bins].
-    """
-    time_seed, frequency_seed = tf.unstack(_seeds(seed, 2))
-    if params.time_masks:
-        features = _mask_along(features, 0, params.time_masks, params.time_mask_frames, time_seed)
-    if params.frequency_masks:
-        features = _mask_along(
-            features, 1, params.frequency_masks, params.frequency_mask_bins, frequency_seed)
-    return features

@@ -20,8 +20,8 @@ import pandas as pd
 import tensorflow as tf
 
 from speakergender import config as config_lib
-from speakergender import (conditions, metrics, model_card, pipeline, plots, splits,
-                           tensorboard_logs, training)
+from speakergender import (calibration, conditions, metrics, model_card, pipeline, reports,
+                           scoring, splits, training)
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.export import GenderClassifierModule, export_model
 from speakergender.models import registry
@@ -46,19 +46,6 @@ class RunPaths:
 
     def fold(self, name: str) -> Path:
         return self.output / "work" / name
-
-
-def json_text(value) -> str:
-    """Strict JSON (undefined metrics such as an F1 with no positives become null)."""
-    def clean(item):
-        if isinstance(item, float) and item != item:
-            return None
-        if isinstance(item, dict):
-            return {key: clean(inner) for key, inner in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [clean(inner) for inner in item]
-        return item
-    return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
 
 
 def run_config(front_end: FrontEndParams, params: TrainParams, data: dict) -> dict:
@@ -112,11 +99,83 @@ def train_and_calibrate(
         params, work_dir, log_dir=log_dir, strategy=strategy, skip_log=skip_log,
         verbose=verbose)
     module = GenderClassifierModule(model, front_end, config=run_config_json)
-    scored = training.score_recordings(module, validation_table, skip_log=skip_log)
-    temperature, bias = training.fit_calibration(scored["logit"], scored["label"])
+    scored = scoring.score_recordings(module, validation_table, skip_log=skip_log)
+    temperature, bias = calibration.fit_calibration(scored["logit"], scored["label"])
     module.temperature.assign(temperature)
     module.bias.assign(bias)
     return module, history
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every fold of one run shares."""
+
+    front_end: FrontEndParams
+    params: TrainParams
+    paths: RunPaths
+    config: dict
+    skip_log: pipeline.SkipLog
+    strategy: tf.distribute.Strategy | None
+    verbose: int
+    condition_tests: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class FoldResult:
+    """One fold's held-out report and per-clip scores (and its model, when trained now)."""
+
+    report: dict
+    predictions: pd.DataFrame
+    condition_predictions: pd.DataFrame | None
+    module: GenderClassifierModule | None = None
+
+
+def run_fold(name: str, train_table: pd.DataFrame, test_table: pd.DataFrame,
+             context: RunContext) -> FoldResult:
+    """Trains on one fold's speakers, scores its held-out ones (and under held-out recording
+    conditions); a fold finished before (its report on disk) is read back, not trained again."""
+    fold_dir = context.paths.fold(name)
+    finished = _finished_fold(fold_dir)
+    if finished is not None:
+        print(f"{name}: already done, reusing {fold_dir / 'report.json'}", flush=True)
+        return finished
+    print(f"{name}: training on {train_table['speaker'].nunique()} speakers, testing on "
+          f"{test_table['speaker'].nunique()}", flush=True)
+    started = time.perf_counter()
+    module, _ = train_and_calibrate(
+        context.params.model, train_table, context.front_end, context.params, fold_dir,
+        context.paths.logs / name if context.paths.logs else None, context.strategy,
+        context.skip_log, context.config, context.verbose)
+    train_seconds = time.perf_counter() - started
+    scored = scoring.score_recordings(module, test_table, skip_log=context.skip_log)
+    report = metrics.evaluation_report(scored)
+    condition_scores = None
+    if context.condition_tests:
+        condition_scores = score_conditions(
+            module, test_table, context.condition_tests, fold_dir / "conditions",
+            context.params.seed, context.skip_log).assign(fold=name)
+        report["conditions"] = reports.condition_reports(condition_scores)
+        condition_scores.to_csv(fold_dir / "condition_predictions.csv", index=False)
+    report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
+                  temperature=float(module.temperature.numpy()),
+                  calibration_bias=float(module.bias.numpy()),
+                  train_seconds=round(train_seconds, 1))
+    scored = scored.assign(fold=name)
+    scored.to_csv(fold_dir / "predictions.csv", index=False)
+    (fold_dir / "report.json").write_text(reports.json_text(report))
+    reports.print_fold(report)
+    return FoldResult(report, scored, condition_scores, module)
+
+
+def _finished_fold(fold_dir: Path) -> FoldResult | None:
+    if not (fold_dir / "report.json").exists():
+        return None
+    conditions_path = fold_dir / "condition_predictions.csv"
+    return FoldResult(
+        json.loads((fold_dir / "report.json").read_text()),
+        pd.read_csv(fold_dir / "predictions.csv", dtype={"speaker": str}),
+        pd.read_csv(conditions_path, dtype={"speaker": str}) if conditions_path.exists()
+        else None)
 
 
 def run_experiment(
@@ -153,100 +212,78 @@ def run_experiment(
     front_end = registry.required_front_end(params.model, front_end)
     config = run_config(front_end, params, {**data_description, "leaky_split": leaky_split})
     prepare_output(paths, config, resume)
-    skip_log = pipeline.SkipLog(paths.output / "skipped_files.log")
+    context = RunContext(front_end, params, paths, config,
+                         pipeline.SkipLog(paths.output / "skipped_files.log"), strategy,
+                         verbose, tuple(condition_tests))
 
     folds = _evaluation_splits(table, params, leaky_split)
-    reports, predictions, condition_predictions, modules = [], [], [], {}
-    for name, (train_table, test_table) in folds.items():
-        fold_dir = paths.fold(name)
-        report_path = fold_dir / "report.json"
-        if report_path.exists():
-            print(f"{name}: already done, reusing {report_path}", flush=True)
-            reports.append(json.loads(report_path.read_text()))
-            predictions.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"speaker": str}))
-            if (fold_dir / "condition_predictions.csv").exists():
-                condition_predictions.append(pd.read_csv(
-                    fold_dir / "condition_predictions.csv", dtype={"speaker": str}))
-            continue
-        print(f"{name}: training on {train_table['speaker'].nunique()} speakers, testing on "
-              f"{test_table['speaker'].nunique()}", flush=True)
-        started = time.perf_counter()
-        module, _ = train_and_calibrate(
-            params.model, train_table, front_end, params, fold_dir,
-            paths.logs / name if paths.logs else None, strategy, skip_log, config, verbose)
-        train_seconds = time.perf_counter() - started
-        scored = training.score_recordings(module, test_table, skip_log=skip_log)
-        report = metrics.evaluation_report(scored)
-        if condition_tests:
-            condition_scores = score_conditions(module, test_table, condition_tests,
-                                                fold_dir / "conditions", params.seed, skip_log)
-            report["conditions"] = _condition_reports(condition_scores)
-            condition_scores.assign(fold=name).to_csv(fold_dir / "condition_predictions.csv",
-                                                      index=False)
-        report.update(fold=name, test_speakers=sorted(test_table["speaker"].unique()),
-                      temperature=float(module.temperature.numpy()),
-                      calibration_bias=float(module.bias.numpy()),
-                      train_seconds=round(train_seconds, 1))
-        scored.assign(fold=name).to_csv(fold_dir / "predictions.csv", index=False)
-        report_path.write_text(json_text(report))
-        reports.append(report)
-        predictions.append(scored.assign(fold=name))
-        if condition_tests:
-            condition_predictions.append(condition_scores.assign(fold=name))
-        modules[name] = module
-        _print_fold(report)
+    results = {name: run_fold(name, train_table, test_table, context)
+               for name, (train_table, test_table) in folds.items()}
+    module = _final_model(table, folds, results, context)
 
-    if params.folds >= 2:
-        print(f"final model: training on all {table['speaker'].nunique()} speakers", flush=True)
-        module, _ = train_and_calibrate(
-            params.model, table, front_end, params, paths.fold("final"),
-            paths.logs / "final" if paths.logs else None, strategy, skip_log, config, verbose)
-        history_source = paths.fold("final") / "history.csv"
-    else:
-        # The hold-out model is the final model; after a restart it comes back from its
-        # checkpoint without training again.
-        name = next(iter(folds))
-        module = modules.get(name) or train_and_calibrate(
-            params.model, folds[name][0], front_end, params, paths.fold(name), None, strategy,
-            skip_log, config, 0)[0]
-        history_source = paths.fold(name) / "history.csv"
-    if history_source.exists():
-        shutil.copyfile(history_source, paths.output / "history.csv")
-
-    pooled = pd.concat(predictions, ignore_index=True)
+    pooled = pd.concat([fold.predictions for fold in results.values()], ignore_index=True)
     pooled.to_csv(paths.output / "predictions.csv", index=False)
+    fold_reports = [fold.report for fold in results.values()]
     result = {
         "model": params.model,
         "features": front_end.feature_type,
         "evaluation": _evaluation_name(params, leaky_split),
-        "folds": reports,
+        "folds": fold_reports,
         "pooled": metrics.evaluation_report(pooled),
-        "summary": metrics.summarize_folds(reports),
+        "summary": metrics.summarize_folds(fold_reports),
         "temperature": float(module.temperature.numpy()),
         "calibration_bias": float(module.bias.numpy()),
         "parameters": int(module.classifier.count_params()),
-        "skipped_files": skip_log.skipped,
+        "skipped_files": context.skip_log.skipped,
     }
+    condition_predictions = [fold.condition_predictions for fold in results.values()
+                             if fold.condition_predictions is not None]
     if condition_predictions:
         pooled_conditions = pd.concat(condition_predictions, ignore_index=True)
         pooled_conditions.to_csv(paths.output / "condition_predictions.csv", index=False)
-        result["conditions"] = _condition_reports(pooled_conditions)
-    card = model_card.render(config, result, table)
-    module.model_card = card
-    version_dir = export_model(module, paths.output)
-    result["saved_model"] = str(version_dir)
-    (paths.output / model_card.FILE_NAME).write_text(card)
-    # The Keras model too, for tools that need its layers (Grad-CAM in `interpret`).
-    staging = paths.output / ".model-staging.keras"
-    module.classifier.save(staging)
-    os.replace(staging, paths.output / "model.keras")
-    paths.metrics.write_text(json_text(result))
-    _write_figures(paths.output, pooled, result)
-    if paths.logs:
-        tensorboard_logs.write_run_summary(paths.logs, config, result, pooled,
-                                           table, front_end)
+        result["conditions"] = reports.condition_reports(pooled_conditions)
+    result["saved_model"] = str(_export(module, config, result, table, paths.output))
+    reports.write_run_reports(paths.output, paths.logs, config, result, pooled, table,
+                              module.classifier)
     shutil.rmtree(paths.output / "work", ignore_errors=True)
     return result
+
+
+def _final_model(table: pd.DataFrame, folds: dict, results: dict[str, FoldResult],
+                 context: RunContext) -> GenderClassifierModule:
+    """With K folds, a model trained on every speaker; otherwise the hold-out fold's own model
+    (after a restart it comes back from its checkpoint without training again)."""
+    paths, params = context.paths, context.params
+    if params.folds >= 2:
+        print(f"final model: training on all {table['speaker'].nunique()} speakers", flush=True)
+        module, _ = train_and_calibrate(
+            params.model, table, context.front_end, params, paths.fold("final"),
+            paths.logs / "final" if paths.logs else None, context.strategy, context.skip_log,
+            context.config, context.verbose)
+        history_source = paths.fold("final") / "history.csv"
+    else:
+        name = next(iter(folds))
+        module = results[name].module or train_and_calibrate(
+            params.model, folds[name][0], context.front_end, params, paths.fold(name), None,
+            context.strategy, context.skip_log, context.config, 0)[0]
+        history_source = paths.fold(name) / "history.csv"
+    if history_source.exists():
+        shutil.copyfile(history_source, paths.output / "history.csv")
+    return module
+
+
+def _export(module: GenderClassifierModule, config: dict, result: dict, table: pd.DataFrame,
+            output: Path) -> Path:
+    """The SavedModel (with its model card), the card beside it and the Keras model."""
+    card = model_card.render(config, result, table)
+    module.model_card = card
+    version_dir = export_model(module, output)
+    (output / model_card.FILE_NAME).write_text(card)
+    # The Keras model too, for tools that need its layers (Grad-CAM in `interpret`).
+    staging = output / ".model-staging.keras"
+    module.classifier.save(staging)
+    os.replace(staging, output / "model.keras")
+    return version_dir
 
 
 def score_conditions(module: GenderClassifierModule, table: pd.DataFrame,
@@ -258,23 +295,16 @@ def score_conditions(module: GenderClassifierModule, table: pd.DataFrame,
     model scores files, and removed.
 
     Returns:
-      `training.score_recordings` rows for every condition, with a `condition` column.
+      `scoring.score_recordings` rows for every condition, with a `condition` column.
     """
     scored = []
     for condition in condition_names:
         folder = work_dir / condition
         shutil.rmtree(folder, ignore_errors=True)
         copies = conditions.write_condition_copies(table, condition, folder, seed)
-        scored.append(training.score_recordings(module, copies, skip_log=skip_log))
+        scored.append(scoring.score_recordings(module, copies, skip_log=skip_log))
         shutil.rmtree(folder, ignore_errors=True)
     return pd.concat(scored, ignore_index=True)
-
-
-def _condition_reports(scores: pd.DataFrame) -> dict[str, dict]:
-    """One `metrics.evaluation_report` per condition, pooled over corpora (the per-corpus
-    breakdown is the clean figures' job)."""
-    return {condition: metrics.evaluation_report(rows.drop(columns="corpus", errors="ignore"))
-            for condition, rows in scores.groupby("condition", sort=False)}
 
 
 def _evaluation_name(params: TrainParams, leaky_split: bool) -> str:
@@ -285,18 +315,6 @@ def _evaluation_name(params: TrainParams, leaky_split: bool) -> str:
     if params.folds >= 2:
         return "speaker-disjoint %d-fold" % params.folds
     return "speaker-disjoint hold-out"
-
-
-def _print_fold(report: dict) -> None:
-    """One line per fold as it finishes: clip balanced accuracy, overall and per corpus."""
-    parts = [f"clip bal.acc {report['clip']['balanced_accuracy']:.3f}"]
-    by_corpus = report.get("by_corpus") or {}
-    if len(by_corpus) > 1:
-        parts += [f"{name} {rows['clip']['balanced_accuracy']:.3f}"
-                  for name, rows in by_corpus.items()]
-    parts += [f"{name} {rows['clip']['balanced_accuracy']:.3f}"
-              for name, rows in (report.get("conditions") or {}).items()]
-    print(f"{report['fold']}: " + ", ".join(parts), flush=True)
 
 
 def _evaluation_splits(table: pd.DataFrame, params: TrainParams,
@@ -320,73 +338,3 @@ def _evaluation_splits(table: pd.DataFrame, params: TrainParams,
     return {"holdout": splits.split_rows(table, split)}
 
 
-def _write_figures(output: Path, pooled: pd.DataFrame, result: dict) -> None:
-    plots.save(plots.confusion_figure(result["pooled"]["clip"]["confusion"],
-                                      "Clips of held-out speakers"),
-               output / "confusion_matrix.png")
-    plots.save(plots.roc_figure({result["model"]: (pooled["label"].to_numpy(),
-                                                  pooled["probability"].to_numpy())}),
-               output / "roc.png")
-    plots.save(plots.speaker_accuracy_figure(metrics.speaker_scores(pooled)),
-               output / "speaker_accuracy.png")
-    for groups, file_name, title in (
-            (result["pooled"].get("by_corpus"), "corpus_metrics.png",
-             "Held-out speakers by corpus"),
-            (result.get("conditions"), "condition_metrics.png",
-             "Held-out speakers under unseen recording conditions")):
-        if groups:
-            plots.save(plots.group_metrics_figure(groups, title), output / file_name)
-
-
-def summary_rows(result: dict) -> dict[str, dict]:
-    """Rows for the terminal table: each fold, then mean and std across folds."""
-    rows = {}
-    for report in result["folds"]:
-        rows[report["fold"]] = _flat(report)
-    if len(result["folds"]) > 1:
-        summary = result["summary"]
-        for statistic in ("mean", "std"):
-            rows[statistic] = {f"{level}_{key}": value[statistic]
-                               for level in ("clip", "speaker_vote", "speaker_mean")
-                               for key, value in summary[level].items()}
-    return rows
-
-
-def _flat(report: dict) -> dict:
-    return {f"{level}_{key}": value for level in ("clip", "speaker_vote", "speaker_mean")
-            for key, value in report[level].items() if not isinstance(value, list)}
-
-
-SUMMARY_COLUMNS = (
-    ("clip acc", "clip_accuracy", ".3f"),
-    ("clip bal.acc", "clip_balanced_accuracy", ".3f"),
-    ("recall F", "clip_recall_female", ".3f"),
-    ("recall M", "clip_recall_male", ".3f"),
-    ("AUC", "clip_roc_auc", ".3f"),
-    ("spk vote acc", "speaker_vote_accuracy", ".3f"),
-    ("spk vote bal.acc", "speaker_vote_balanced_accuracy", ".3f"),
-    ("spk mean bal.acc", "speaker_mean_balanced_accuracy", ".3f"),
-)
-
-
-def group_rows(result: dict) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Rows per corpus (held-out clips pooled over folds) and per held-out condition."""
-    corpora = {name: {**_flat(report), "speakers": report["speakers"]}
-               for name, report in (result["pooled"].get("by_corpus") or {}).items()}
-    if len(corpora) > 1:
-        corpora["all"] = {**_flat(result["pooled"]), "speakers": result["pooled"]["speakers"]}
-    condition_rows = {name: {**_flat(report), "speakers": report["speakers"]}
-                      for name, report in (result.get("conditions") or {}).items()}
-    return corpora, condition_rows
-
-
-def format_summary(result: dict) -> str:
-    text = metrics.format_table(summary_rows(result), SUMMARY_COLUMNS)
-    corpora, condition_rows = group_rows(result)
-    if corpora:
-        text += ("\n\nby corpus (held-out clips of every fold):\n"
-                 + metrics.format_table(corpora, metrics.GROUP_COLUMNS))
-    if condition_rows:
-        text += ("\n\nunder recording conditions never trained on (held-out speakers):\n"
-                 + metrics.format_table(condition_rows, metrics.GROUP_COLUMNS))
-    return text

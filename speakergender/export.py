@@ -5,6 +5,7 @@ gives these signatures (see the README for their inputs and outputs):
 
 - `serving_default(waveform)`: float32 [batch, samples] at the model's sample rate;
 - `classify_wav(wav_bytes)`: string [batch] of WAV file contents, any format and rate;
+- `window_features(wav_bytes)`: the features the classifier sees for every window of each file;
 - `metadata()`: the model's configuration as JSON, its sample rate, window length and
   model card (Markdown).
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import weakref
@@ -26,14 +26,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speakergender import pipeline
-
-from speakergender.frontend import features, windows
 from speakergender.config import FrontEndParams
+from speakergender.frontend import decoding, windows
+from speakergender.model_dirs import next_version_dir
+from speakergender.models.inputs import front_end_layer
 
 CONFIG_ASSET = "speakergender_config.json"
 MODEL_CARD_ASSET = "model_card.md"
 NO_SPEECH = "no speech"
+# A recording's windows disagree when their female probabilities spread this much (standard
+# deviation) across the decision threshold. Only windows this close to its loudest are
+# compared: full of speech, like the windows the model trained on, not a tail of silence.
+DISAGREEMENT_STD = 0.25
+DISAGREEMENT_GATE_DB = 10.0
 
 
 class ExportCheckError(RuntimeError):
@@ -41,11 +46,11 @@ class ExportCheckError(RuntimeError):
 
 
 class GenderClassifierModule(tf.Module):
-    """Front end + classifier + window averaging + calibration, as one servable module.
+    """Decoding + framing + classifier + window averaging + calibration, as one servable module.
 
     Args:
-      classifier: Keras model [batch, frames, bins] -> logits [batch, 1].
-      front_end: the parameters the classifier was trained with.
+      classifier: Keras model [batch, clip_samples] -> logits [batch, 1], its front end inside.
+      front_end: the parameters the classifier was trained with (rate, window, framing).
       temperature: logits are divided by it, then `bias` is added (calibration on
         validation speakers).
       bias: see `temperature`.
@@ -76,35 +81,28 @@ class GenderClassifierModule(tf.Module):
         self.config_file = tf.saved_model.Asset(str(config_path))
 
     def score_recordings(self, recordings: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Scores DC-free recordings window by window.
+        """Scores conditioned recordings window by window.
 
         Args:
-          recordings: float32 [batch, samples] at the model's rate, already passed through
-            `features.prepare_recording`, zero-padded at the end to a common length.
+          recordings: float32 [batch, samples] at the model's rate, DC removed
+            (`decoding.remove_dc_offsets`), zero past each row's length.
           lengths: int32 [batch], each recording's own length in samples.
 
         Returns:
           female_probability [batch], label string [batch] ("female", "male" or "no speech"),
           logits [batch] (calibrated, averaged over sounding windows), window_logits
           [batch, windows], window_sounding bool [batch, windows], window_level_db float32
-          [batch, windows] (RMS level, dBFS) and window_count int32
-          [batch] (a row's windows beyond its count cover padding only).
+          [batch, windows] (RMS level, dBFS), window_count int32 [batch] (a row's windows
+          beyond its count repeat its last one) and windows_disagree bool [batch].
         """
         params = self.front_end
-        framed = windows.frame_windows(recordings, params.clip_samples, params.window_hop_samples)
-        # framed has shape [batch, windows, clip_samples]
+        framed, levels_db, window_count = self._frame(recordings, lengths)
         batch, count = tf.shape(framed)[0], tf.shape(framed)[1]
-        window_count = windows.window_count(lengths, params.clip_samples,
-                                            params.window_hop_samples)
         own_window = tf.sequence_mask(window_count, count)
-        levels_db = windows.window_levels_db(framed)
-        sounding = own_window & windows.sounding_window_mask(
-            levels_db, params.serving_gate_db, params.silence_floor_dbfs)
-        clip_features = features.waveform_to_features(
-            tf.reshape(framed, [-1, params.clip_samples]), params)
-        clip_features = tf.ensure_shape(clip_features, [None, *params.feature_shape])
+        sounding = windows.sounding_window_mask(
+            levels_db, window_count, params.serving_gate_db, params.silence_floor_dbfs)
         window_logits = tf.reshape(
-            self.classifier(clip_features, training=False),
+            self.classifier(tf.reshape(framed, [-1, params.clip_samples]), training=False),
             [batch, count]) / self.temperature + self.bias
         has_sound = tf.reduce_any(sounding, axis=1)
         # A silent recording still gets a probability (from all its windows) but no gender.
@@ -120,24 +118,63 @@ class GenderClassifierModule(tf.Module):
             "window_sounding": sounding,
             "window_level_db": levels_db,
             "window_count": window_count,
+            "windows_disagree": self._windows_disagree(
+                tf.sigmoid(window_logits), sounding, levels_db),
         }
+
+    def _frame(self, recordings: tf.Tensor, lengths: tf.Tensor
+               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Every window the model scores: float32 [batch, windows, clip_samples], their levels
+        [batch, windows] and each recording's window count [batch]."""
+        return windows.frame_windows(recordings, lengths, self.front_end.clip_samples,
+                                     self.front_end.window_hop_samples)
+
+    def _windows_disagree(self, probabilities: tf.Tensor, sounding: tf.Tensor,
+                          levels_db: tf.Tensor) -> tf.Tensor:
+        """bool [batch]: the loud windows' probabilities spread widely across the threshold."""
+        loudest = tf.reduce_max(tf.where(sounding, levels_db, -1e9), axis=1, keepdims=True)
+        compared = sounding & (levels_db >= loudest - DISAGREEMENT_GATE_DB)
+        weights = tf.cast(compared, tf.float32)
+        count = tf.reduce_sum(weights, axis=1)
+        mean = tf.reduce_sum(probabilities * weights, axis=1) / tf.maximum(count, 1.0)
+        spread = tf.sqrt(tf.reduce_sum(tf.square(probabilities - mean[:, tf.newaxis]) * weights,
+                                       axis=1) / tf.maximum(count, 1.0))
+        lowest = tf.reduce_min(tf.where(compared, probabilities, 1.0), axis=1)
+        highest = tf.reduce_max(tf.where(compared, probabilities, 0.0), axis=1)
+        return ((count >= 2) & (spread >= DISAGREEMENT_STD) & (lowest < self.threshold)
+                & (highest >= self.threshold))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
     def serve_waveform(self, waveform):
         """float32 [batch, samples] at the model's rate, in [-1, 1]."""
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
-        return self.score_recordings(features.prepare_recording(waveform, self.front_end), lengths)
+        return self.score_recordings(
+            decoding.remove_dc_offsets(waveform, None, self.front_end), lengths)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
     def classify_wav(self, wav_bytes):
         """string [batch] of WAV file contents; a file that cannot be decoded gets an error."""
-        waveforms, lengths, errors = pipeline.decode_recordings(wav_bytes, self.front_end)
+        waveforms, lengths, errors = decoding.decode_recordings(wav_bytes, self.front_end)
         outputs = self.score_recordings(waveforms, lengths)
         failed = tf.strings.length(errors) > 0
         outputs["label"] = tf.where(failed, "", outputs["label"])
         outputs["error"] = errors
         outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / self.front_end.sample_rate
         return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    def window_features(self, wav_bytes):
+        """What the classifier sees of each file: its front end's features for every window.
+
+        Returns:
+          features float32 [batch, windows, frames, bins] and window_count int32 [batch].
+        """
+        waveforms, lengths, _ = decoding.decode_recordings(wav_bytes, self.front_end)
+        framed, _, window_count = self._frame(waveforms, lengths)
+        front_end = front_end_layer(self.classifier)
+        window_features = front_end(tf.reshape(framed, [-1, self.front_end.clip_samples]))
+        shape = tf.concat([tf.shape(framed)[:2], tf.shape(window_features)[1:]], axis=0)
+        return {"features": tf.reshape(window_features, shape), "window_count": window_count}
 
     @tf.function(input_signature=[])
     def metadata(self):
@@ -149,27 +186,6 @@ class GenderClassifierModule(tf.Module):
             "threshold": tf.identity(self.threshold),
             "model_card": tf.constant(self.model_card),
         }
-
-
-def next_version_dir(model_dir: str | Path) -> Path:
-    """`model_dir/N`, N one more than the highest numbered version already there."""
-    model_dir = Path(model_dir)
-    versions = [int(p.name) for p in model_dir.glob("*") if re.fullmatch(r"\d+", p.name)]
-    return model_dir / str(max(versions, default=0) + 1)
-
-
-def latest_version_dir(model_dir: str | Path) -> Path:
-    """The highest numbered complete version in `model_dir`, or `model_dir` itself if it
-    already is a SavedModel folder."""
-    model_dir = Path(model_dir)
-    if (model_dir / "saved_model.pb").is_file():
-        return model_dir
-    versions = sorted((int(p.name) for p in model_dir.glob("*")
-                       if re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").is_file()))
-    if not versions:
-        raise FileNotFoundError(f"{model_dir}: no SavedModel here (no saved_model.pb, no "
-                                "numbered version folders)")
-    return model_dir / str(versions[-1])
 
 
 def probe_waveforms(params: FrontEndParams, seed: int = 0) -> np.ndarray:
@@ -210,6 +226,7 @@ def export_model(module: GenderClassifierModule, model_dir: str | Path,
         signatures = {
             "serving_default": module.serve_waveform,
             "classify_wav": module.classify_wav,
+            "window_features": module.window_features,
             "metadata": module.metadata,
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)

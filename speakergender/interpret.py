@@ -1,4 +1,4 @@
-"""Grad-CAM on log-mel inputs: where in time and frequency a model looks, per gender.
+"""Grad-CAM on a model's log-mel features: where in time and frequency it looks, per gender.
 
     python -m speakergender.interpret saved_models/scratch-log-mel --data-dir DIR [--speakers ...]
 
@@ -100,8 +100,8 @@ def _explainer_along(path: list[keras.layers.Layer]) -> keras.Model:
     # inside one: run the outer model's layers in order, taking the activation where the nested
     # model runs. The outer models here are plain chains.
     inner = _explainer_along(path[1:]) if len(path) > 2 else None
-    features = keras.Input(shape=_single_input(model).shape[1:], name="features")
-    x, activation = features, None
+    inputs = keras.Input(shape=_single_input(model).shape[1:], name="inputs")
+    x, activation = inputs, None
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -111,11 +111,11 @@ def _explainer_along(path: list[keras.layers.Layer]) -> keras.Model:
             activation, x = inner(x)
         else:
             x = layer(x)
-    return keras.Model(features, [activation, x])
+    return keras.Model(inputs, [activation, x])
 
 
 def grad_cam_model(model: keras.Model, layer_name: str | None = None) -> keras.Model:
-    """features [batch, frames, bins] -> (activation [batch, t, f, channels], logits [batch, 1]).
+    """The model's input -> (activation [batch, t, f, channels], logits [batch, 1]).
 
     Args:
       model: a classifier; the scratch CNN or a backbone model from `models.registry`.
@@ -129,21 +129,22 @@ def grad_cam_model(model: keras.Model, layer_name: str | None = None) -> keras.M
     return _explainer_along(path)
 
 
-def grad_cam(explainer: keras.Model, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Grad-CAM maps for the true class of each clip, upsampled to the input grid.
+def grad_cam(explainer: keras.Model, inputs: np.ndarray, labels: np.ndarray,
+             feature_shape: tuple[int, int]) -> np.ndarray:
+    """Grad-CAM maps for the true class of each clip, upsampled to the feature grid.
 
     Args:
       explainer: from `grad_cam_model`.
-      features: float32 [batch, frames, bins].
+      inputs: what the model takes: float32 [batch, clip_samples] windows.
       labels: [batch], 1 for female (the map explains the female logit), 0 for male (the
         negated logit).
+      feature_shape: (frames, bins) of the model's features (`feature_shape(model)`).
 
     Returns:
       float32 [batch, frames, bins], each map scaled to a maximum of 1 (all zero if nothing
       speaks for the class).
     """
-    features = np.asarray(features, dtype=np.float32)
-    inputs = tf.constant(features)
+    inputs = tf.constant(np.asarray(inputs, dtype=np.float32))
     sign = tf.constant(np.where(np.asarray(labels) == 1, 1.0, -1.0), tf.float32)
     with tf.GradientTape() as tape:
         activation, logits = explainer(inputs, training=False)
@@ -152,9 +153,15 @@ def grad_cam(explainer: keras.Model, features: np.ndarray, labels: np.ndarray) -
     # activation and gradients have shape [batch, <time cells>, <frequency cells>, channels]
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * activation, axis=-1))[..., tf.newaxis]
-    cam = tf.image.resize(cam, features.shape[1:3], method="bilinear")[..., 0]
+    cam = tf.image.resize(cam, feature_shape, method="bilinear")[..., 0]
     peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
     return tf.math.divide_no_nan(cam, peak).numpy()
+
+
+def feature_shape(model: keras.Model) -> tuple[int, int]:
+    """(frames, bins) of the features the model's front-end layer makes."""
+    from speakergender.models.inputs import front_end_layer
+    return tuple(front_end_layer(model).output.shape[1:3])
 
 
 def band_attention(maps: np.ndarray) -> np.ndarray:
@@ -328,12 +335,12 @@ def figures(maps: np.ndarray, table: pd.DataFrame, output: Path, title: str,
 
 def explain_table(model: keras.Model, table: pd.DataFrame, front_end, batch_size: int = 32,
                   layer_name: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-    """Grad-CAM maps for every decodable clip of `table` (centred windows, as in evaluation).
+    """Grad-CAM maps for every decodable clip of `table` (the windows evaluation takes).
 
     Args:
-      model: the Keras classifier (a run's model.keras).
+      model: the Keras classifier (a run's model.keras), waveform windows in.
       table: recordings with `path`, `speaker` and `gender`.
-      front_end: the run's FrontEndParams.
+      front_end: the FrontEndParams of the model's front-end layer.
       batch_size: clips per gradient computation.
       layer_name: see `grad_cam_model`.
 
@@ -345,9 +352,10 @@ def explain_table(model: keras.Model, table: pd.DataFrame, front_end, batch_size
     dataset = pipeline.make_dataset(table, front_end, training=False, batch_size=batch_size,
                                     with_paths=True)
     explainer = grad_cam_model(model, layer_name)
+    shape = feature_shape(model)
     maps, paths = [], []
-    for features, labels, batch_paths in dataset:
-        maps.append(grad_cam(explainer, features.numpy(), labels.numpy()))
+    for clips, labels, batch_paths in dataset:
+        maps.append(grad_cam(explainer, clips.numpy(), labels.numpy(), shape))
         paths.extend(p.decode() for p in batch_paths.numpy())
     if not maps:
         raise ValueError("no decodable clip to explain")
@@ -356,22 +364,21 @@ def explain_table(model: keras.Model, table: pd.DataFrame, front_end, batch_size
 
 
 def load_run_model(run: Path) -> tuple[keras.Model, object]:
-    """The Keras classifier and FrontEndParams of a run folder written by train.
+    """The Keras classifier of a run folder written by train, and its front end's params.
 
     Raises:
-      FileNotFoundError: the folder lacks model.keras or config.json.
+      FileNotFoundError: the folder lacks model.keras.
+      ValueError: the model predates waveform input (no front-end layer).
     """
-    from speakergender.config import FrontEndParams
     # Registers the custom layers model.keras refers to.
-    from speakergender.models import pooling, scratch  # noqa: F401
+    from speakergender.models import inputs, pooling, scratch  # noqa: F401
 
-    run = Path(run)
-    for needed in (run / KERAS_MODEL_FILE, run / "config.json"):
-        if not needed.exists():
-            raise FileNotFoundError(f"{needed} not found; interpret needs a run folder written "
-                                    f"by train")
-    front_end = FrontEndParams(**json.loads((run / "config.json").read_text())["front_end"])
-    return keras.models.load_model(run / KERAS_MODEL_FILE, compile=False), front_end
+    path = Path(run) / KERAS_MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; interpret needs a run folder written by "
+                                "train")
+    model = keras.models.load_model(path, compile=False)
+    return model, inputs.front_end_layer(model).params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, front_end = load_run_model(args.run)
         table = corpora.load_corpus(args.data_dir).table
-    except (FileNotFoundError, corpora.CorpusError) as error:
+    except (FileNotFoundError, ValueError, corpora.CorpusError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if front_end.feature_type != "log_mel":

@@ -1,6 +1,8 @@
-"""tf.data: recording paths -> decoded, resampled, windowed feature batches, all on graph.
+"""tf.data: recording paths -> conditioned waveform windows, all on graph.
 
-paths -> read -> batch -> decode -> resample -> DC removal -> crop/pad -> (augment) -> features.
+paths -> read -> batch -> decode -> resample -> DC removal -> crop/pad -> (augment) -> windows.
+The pipeline stops at waveform windows [batch, clip_samples]: features are made by the model's
+own front-end layer, so training and serving share them and an accelerator computes them.
 Only reading happens file by file; everything after it runs on a whole batch at once, since
 per-op overhead, not arithmetic, dominates the cost of one spoken word. A file that cannot be
 decoded is dropped from its batch: its path and the reason are written to the skip log and
@@ -19,10 +21,8 @@ import pandas as pd
 import tensorflow as tf
 
 from speakergender import augment
-
-from speakergender.frontend import features, wav, windows
 from speakergender.config import AugmentParams, FrontEndParams
-from speakergender.frontend.resample import resample_rows
+from speakergender.frontend import decoding, windows
 
 FEMALE = "female"
 MALE = "male"
@@ -118,46 +118,6 @@ def balancing_weights(table: pd.DataFrame) -> np.ndarray:
     return (weights * len(table)).astype(np.float32)
 
 
-def decode_recordings(contents: tf.Tensor, params: FrontEndParams
-                      ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Decodes, resamples and conditions a batch of WAV files; never raises on bad bytes.
-
-    Args:
-      contents: string [batch] of WAV file bytes.
-      params: front-end parameters (target rate, DC removal).
-
-    Returns:
-      float32 [batch, samples] at params.sample_rate, zero past each row's length; int32
-      [batch] lengths; string [batch] errors, empty where the file decoded (a failed row has
-      length 0).
-    """
-    waveforms, lengths, errors = _decode_and_resample(contents, params)
-    return features.prepare_recording(waveforms, params, lengths), lengths, errors
-
-
-def _decode_and_resample(contents: tf.Tensor, params: FrontEndParams
-                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """`decode_recordings` without the DC removal: waveforms, lengths, errors."""
-    waveforms, lengths, rates, errors = wav.try_decode_wav_batch(contents)
-    waveforms, lengths = resample_rows(waveforms, lengths, rates, params.sample_rate)
-    return waveforms, lengths, errors
-
-
-def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, tf.Tensor]:
-    """Reads, decodes and resamples one file, then conditions the whole recording.
-
-    Args:
-      path: string scalar.
-      params: front-end parameters (target rate, DC removal).
-
-    Returns:
-      float32 [samples] at params.sample_rate (empty on failure), and a string scalar error
-      that is empty on success.
-    """
-    waveforms, lengths, errors = decode_recordings(tf.io.read_file(path)[tf.newaxis], params)
-    return waveforms[0, :lengths[0]], errors[0]
-
-
 def decode_batch_size(paths: np.ndarray, batch_size: int) -> int:
     """Files decoded together: `batch_size`, fewer where the largest file is long.
 
@@ -177,9 +137,8 @@ def _file_size(path: str) -> int:
 
 def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndParams,
                      batch_size: int, skip_log: SkipLog) -> tf.data.Dataset:
-    """(path [B], label [B], waveform [B, samples], length [B], DC offset [B]) without the
-    undecodable files. The offset is left in the waveforms: `windows.speech_windows` takes it
-    off the one window it cuts, cheaper than a pass over every whole recording."""
+    """(path [B], label [B], waveform [B, samples], length [B]) without the undecodable
+    files; waveforms conditioned by `decoding.decode_recordings`."""
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = dataset.map(lambda path, label: (path, label, tf.io.read_file(path)),
                           num_parallel_calls=tf.data.AUTOTUNE)
@@ -188,11 +147,9 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     dataset = dataset.ignore_errors(log_warning=True)
 
     def decode(path, label, contents):
-        waveforms, lengths, errors = _decode_and_resample(contents, params)
-        offsets = features.dc_offsets(waveforms, lengths, params)
+        waveforms, lengths, errors = decoding.decode_recordings(contents, params)
         kept = tf.logical_not(skip_log.record(path, errors))
-        return tuple(tf.boolean_mask(value, kept)
-                     for value in (path, label, waveforms, lengths, offsets))
+        return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
 
     dataset = dataset.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.filter(lambda path, *_: tf.size(path) > 0)
@@ -218,16 +175,17 @@ def make_dataset(
     skip_log: SkipLog | None = None,
     with_paths: bool = False,
 ) -> tf.data.Dataset:
-    """Feature batches for training or evaluation.
+    """Waveform-window batches for training or evaluation, what a model's front end reads.
 
     Args:
       table: recordings with `path` and `gender` columns (see `corpora`).
-      params: front-end parameters; features are [params.clip_frames, params.feature_bins].
+      params: front-end parameters; windows are params.clip_samples long.
       training: shuffle each epoch, crop at random among the windows that carry speech and
         augment; otherwise take each recording's loudest window, in the table's order.
       batch_size: clips per batch (fewer where a file was skipped, and in the last batch).
       seed: fixes the shuffle order and every random crop and augmentation.
-      augment_params: augmentations for training (None: none).
+      augment_params: waveform augmentations for training (None: none); SpecAugment is the
+        model's own training-only layer.
       sample_weights: one weight per table row (see `balancing_weights`), added as a third
         element.
       cache: cache decoded recordings in memory (True) or in files with this prefix.
@@ -236,7 +194,7 @@ def make_dataset(
       with_paths: add each clip's path as the last element (for per-clip reports).
 
     Returns:
-      A dataset of (features float32 [batch, frames, bins], label float32 [batch]
+      A dataset of (windows float32 [batch, clip_samples], label float32 [batch]
       [, weight float32 [batch]] [, path string [batch]]).
     """
     skip_log = skip_log or SkipLog()
@@ -252,8 +210,7 @@ def make_dataset(
     if training:
         # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
         dataset = dataset.unbatch().map(
-            lambda path, label, waveform, length, offset:
-            (path, label, waveform[:length], length, offset))
+            lambda path, label, waveform, length: (path, label, waveform[:length], length))
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -263,22 +220,21 @@ def make_dataset(
         dataset = tf.data.Dataset.zip((dataset, seeds))
 
         def to_windows(batch, batch_seed):
-            path, label, waveforms, lengths, offsets = batch
-            crop_seed, wave_seed, spec_seed = tf.unstack(
-                tf.random.experimental.stateless_split(batch_seed, num=3))
-            clips = cut(waveforms, lengths, seed=crop_seed, offsets=offsets)
-            rows = tf.shape(clips)[0]
+            path, label, waveforms, lengths = batch
+            crop_seed, wave_seed = tf.unstack(
+                tf.random.experimental.stateless_split(batch_seed, num=2))
+            clips = cut(waveforms, lengths, seed=crop_seed)
             if augment_params.enabled:
-                clips = augment.augment_batch(clips, augment_params, _row_seeds(wave_seed, rows),
-                                              params.sample_rate)
-            return path, label, clips, _row_seeds(spec_seed, rows)
+                clips = augment.augment_batch(
+                    clips, augment_params, _row_seeds(wave_seed, tf.shape(clips)[0]),
+                    params.sample_rate)
+            return path, label, clips
     else:
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
 
-        def to_windows(path, label, waveforms, lengths, offsets):
-            clips = cut(waveforms, lengths, offsets=offsets)
-            return path, label, clips, tf.zeros([tf.shape(clips)[0], 2], tf.int64)
+        def to_windows(path, label, waveforms, lengths):
+            return path, label, cut(waveforms, lengths)
 
     dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
     if decode_size != batch_size:
@@ -287,24 +243,16 @@ def make_dataset(
     if sample_weights is not None:
         weight_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             paths, np.asarray(sample_weights, np.float32)), default_value=1.0)
-    spec_augmenting = training and bool(augment_params.time_masks or augment_params.frequency_masks)
 
-    # Features are computed a batch at a time: one STFT over the batch costs far less than one
-    # per clip, whose per-op overhead dominates at this size.
-    def to_features(path, label, window, spec_seed):
-        batch_features = features.waveform_to_features(window, params)
-        if spec_augmenting:
-            batch_features = tf.map_fn(
-                lambda pair: augment.spec_augment(pair[0], augment_params, pair[1]),
-                (batch_features, spec_seed), fn_output_signature=tf.float32)
-        element = (tf.ensure_shape(batch_features, [None, *params.feature_shape]), label)
+    def to_element(path, label, clips):
+        element = (tf.ensure_shape(clips, [None, params.clip_samples]), label)
         if weight_of is not None:
             element += (weight_of.lookup(path),)
         if with_paths:
             element += (path,)
         return element
 
-    dataset = dataset.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(to_element)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(options)
 
@@ -330,7 +278,7 @@ def recordings_dataset(
     dataset = _decoded_batches(paths, np.zeros(len(paths), np.float32), params,
                                decode_batch_size(paths, 32), skip_log)
     dataset = dataset.unbatch().map(
-        lambda path, label, waveform, length, offset: (path, waveform[:length] - offset))
+        lambda path, label, waveform, length: (path, waveform[:length]))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options)

@@ -8,15 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
-
-# Windows whose female probabilities spread this much (standard deviation) disagree.
-DISAGREEMENT_STD = 0.25
-# Only windows this close to a recording's loudest are compared: full of speech, like the
-# windows the model trained on, rather than a tail of silence.
-DISAGREEMENT_GATE_DB = 10.0
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -44,23 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def decide(result, threshold: float | None) -> str:
-    """The label, re-decided when the user gives a threshold (silence stays 'no speech')."""
+    """The model's label, or the one a threshold the user gives makes of its probability
+    (silence stays 'no speech')."""
     if threshold is None or result.error or result.label == "no speech":
         return result.label
     return "female" if result.female_probability >= threshold else "male"
-
-
-def windows_disagree(result) -> bool:
-    levels = result.window_level_db or [0.0] * len(result.window_probabilities)
-    loudest = max(levels, default=0.0)
-    probabilities = [p for p, sounding, level in zip(
-        result.window_probabilities, result.window_sounding, levels)
-        if sounding and level >= loudest - DISAGREEMENT_GATE_DB]
-    if len(probabilities) < 2:
-        return False
-    mean = sum(probabilities) / len(probabilities)
-    spread = math.sqrt(sum((p - mean) ** 2 for p in probabilities) / len(probabilities))
-    return spread >= DISAGREEMENT_STD and min(probabilities) < 0.5 <= max(probabilities)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                "female_probability": round(result.female_probability, 4),
                "duration_seconds": round(result.duration_seconds, 3),
                "windows": len(result.window_probabilities),
-               "windows_disagree": windows_disagree(result), "error": ""}
+               "windows_disagree": result.windows_disagree, "error": ""}
         if args.timeline:
             row["timeline"] = [
                 {"start_seconds": round(i * hop_seconds, 3), "female_probability": round(p, 4),

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from speakergender.model_dirs import latest_version_dir
+
 DEFAULT_MODELS_DIR = Path("saved_models")
 WAV_SUFFIXES = (".wav", ".wave")
 # Read through soundfile, where it is installed, and handed to the model as float WAV bytes.
@@ -55,8 +57,6 @@ def resolve_model_path(model: str | Path, models_dir: Path = DEFAULT_MODELS_DIR)
     Raises:
       FileNotFoundError: naming what was looked for.
     """
-    from speakergender.export import latest_version_dir  # plain file logic, no model code
-
     candidates = [Path(model), models_dir / str(model)]
     for candidate in candidates:
         if candidate.is_dir():
@@ -145,6 +145,8 @@ class FileResult:
     window_probabilities: list[float] = dataclasses.field(default_factory=list)
     window_sounding: list[bool] = dataclasses.field(default_factory=list)
     window_level_db: list[float] = dataclasses.field(default_factory=list)
+    # None for models exported before the model said so itself.
+    windows_disagree: bool | None = None
 
 
 def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 32,
@@ -193,4 +195,6 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
                 window_sounding=outputs["window_sounding"][index, :windows].tolist(),
                 # Absent from models exported before it was added.
                 window_level_db=outputs["window_level_db"][index, :windows].tolist()
-                if "window_level_db" in outputs else [])
+                if "window_level_db" in outputs else [],
+                windows_disagree=bool(outputs["windows_disagree"][index])
+                if "windows_disagree" in outputs else None)

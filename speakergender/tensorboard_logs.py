@@ -6,21 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from speakergender import metrics, pipeline, plots
-from speakergender.config import FrontEndParams
+from speakergender.models.inputs import front_end_layer
 
 EXAMPLES_PER_GENDER = 3
 
 
 def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.DataFrame,
-                      table: pd.DataFrame, front_end: FrontEndParams) -> None:
+                      table: pd.DataFrame, classifier: keras.Model) -> None:
     """Writes hparams, held-out metrics and images into `log_dir`/summary."""
     training = config["training"]
+    front_end = front_end_layer(classifier).params
     hparams = {
         "model": training["model"],
         "features": front_end.feature_type,
@@ -64,21 +66,25 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
                 tf.summary.image(f"test/by_{kind}", tf.image.decode_png(png)[tf.newaxis],
                                  step=0)
         for gender in (pipeline.FEMALE, pipeline.MALE):
-            images = example_spectrograms(table[table["gender"] == gender], front_end)
+            images = example_spectrograms(table[table["gender"] == gender], classifier)
             if images is not None:
                 tf.summary.image(f"examples/{gender}", images, step=0,
                                  max_outputs=EXAMPLES_PER_GENDER)
     writer.close()
 
 
-def example_spectrograms(table: pd.DataFrame, front_end: FrontEndParams) -> tf.Tensor | None:
-    """Features of a few clips as images (low frequencies at the bottom), uint8 [n, bins, frames, 1]."""
+def example_spectrograms(table: pd.DataFrame, classifier: keras.Model) -> tf.Tensor | None:
+    """Features of a few clips as images (low frequencies at the bottom), uint8 [n, bins, frames, 1].
+
+    The evaluation pipeline's windows through the model's own front-end layer: what the model
+    is shown.
+    """
+    front_end = front_end_layer(classifier)
     chosen = table.drop_duplicates("speaker").head(EXAMPLES_PER_GENDER)
-    # The evaluation pipeline's own windows and features: what the model is shown.
-    dataset = pipeline.make_dataset(chosen, front_end, training=False,
+    dataset = pipeline.make_dataset(chosen, front_end.params, training=False,
                                     batch_size=EXAMPLES_PER_GENDER)
     images = []
-    for clip in (clip for batch, _ in dataset for clip in batch.numpy()):
+    for clip in (clip for batch, _ in dataset for clip in front_end(batch).numpy()):
         scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
         images.append(np.flipud(scaled.T)[..., np.newaxis])
     if not images:

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from speakergender import experiment
+    from speakergender import experiment, reports
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
     name = args.name or f"{params.model}-{front_end.feature_type.replace('_', '-')}"
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(f"{result['evaluation']}, {params.model} on {front_end.feature_type}:")
-    print(experiment.format_summary(result))
+    print(reports.format_summary(result))
     print(f"\nSavedModel: {result['saved_model']}")
     print(f"metrics, figures, config: {paths.output}")
     if result["skipped_files"]:

@@ -14,8 +14,8 @@ from tensorflow.python.framework import op_def_registry
 
 import helpers
 import wavfiles
-from speakergender import export, synthetic
-from speakergender.frontend import features
+from speakergender import export, model_dirs, synthetic
+from speakergender.frontend import decoding
 from speakergender.config import FrontEndParams
 
 PARAMS = FrontEndParams()
@@ -193,10 +193,10 @@ def test_long_input_averages_its_windows(module):
     assert int(outputs["window_count"][0]) == 3
     assert outputs["window_sounding"].numpy().tolist() == [[True, True, True]]
     # Each window scored on its own, as the classifier sees it.
-    prepared = features.prepare_recording(tf.constant(waveform), PARAMS)
+    prepared = decoding.remove_dc_offsets(tf.constant(waveform[np.newaxis]), None, PARAMS)[0]
     hop, length = PARAMS.window_hop_samples, PARAMS.clip_samples
     clips = tf.stack([prepared[i * hop:i * hop + length] for i in range(3)])
-    window_logits = module.classifier(features.waveform_to_features(clips, PARAMS)).numpy()
+    window_logits = module.classifier(clips).numpy()
     window_logits = window_logits[:, 0] / TEMPERATURE + BIAS
     np.testing.assert_allclose(outputs["window_logits"][0], window_logits, atol=1e-4)
     assert float(outputs["logits"][0]) == pytest.approx(window_logits.mean(), abs=1e-4)
@@ -241,16 +241,16 @@ def test_failed_exports_leave_nothing_behind_and_versions_count_up(module, model
 
     assert export.export_model(module, model_dir) == model_dir / "2"
     assert leftovers() == ["2"]
-    assert export.latest_version_dir(model_dir) == model_dir / "2"
+    assert model_dirs.latest_version_dir(model_dir) == model_dir / "2"
 
 
 def test_version_folders(tmp_path):
     for name in ("1", "3", "7x", ".export-abc"):
         (tmp_path / name).mkdir()
     (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
-    assert export.next_version_dir(tmp_path) == tmp_path / "4"
+    assert model_dirs.next_version_dir(tmp_path) == tmp_path / "4"
     # Folder 3 is incomplete (no saved_model.pb), so version 1 is the latest complete one.
-    assert export.latest_version_dir(tmp_path) == tmp_path / "1"
-    assert export.latest_version_dir(tmp_path / "1") == tmp_path / "1"
+    assert model_dirs.latest_version_dir(tmp_path) == tmp_path / "1"
+    assert model_dirs.latest_version_dir(tmp_path / "1") == tmp_path / "1"
     with pytest.raises(FileNotFoundError):
-        export.latest_version_dir(tmp_path / "3")
+        model_dirs.latest_version_dir(tmp_path / "3")

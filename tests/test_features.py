@@ -135,28 +135,6 @@ def test_log_mel_bands_close_to_librosa_htk():
                           np.argmax(features.mel_matrix(YAMNET).numpy(), axis=0))
 
 
-def test_dc_offset_is_removed():
-    t = np.arange(15600) / RATE
-    sine = (0.25 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-    offset = sine - np.float32(0.085)
-
-    def prepared_features(waveform, params=YAMNET):
-        prepared = features.prepare_recording(tf.constant(waveform[np.newaxis]), params)
-        return features.waveform_to_features(prepared, params).numpy()[0]
-
-    clean = prepared_features(sine)
-    np.testing.assert_allclose(prepared_features(offset), clean, atol=1e-3, rtol=0)
-    # Without the removal the offset leaks into the low bands, by far more than the tolerance.
-    no_removal = FrontEndParams(remove_dc_offset=False)
-    assert np.max(np.abs(prepared_features(offset, no_removal) - clean)) > 0.5
-
-
-def test_remove_dc_offset_per_row():
-    rows = tf.constant([[1.0, 2.0, 3.0], [-1.0, -1.0, 5.0]])
-    np.testing.assert_allclose(features.remove_dc_offset(rows).numpy(),
-                               [[-1.0, 0.0, 1.0], [-2.0, -2.0, 4.0]], atol=1e-6)
-
-
 def test_pre_emphasis_definition():
     x = tf.constant([1.0, 2.0, 4.0, 0.0])
     np.testing.assert_allclose(features.pre_emphasize(x, 0.5).numpy(), [1.0, 1.5, 3.0, -2.0])

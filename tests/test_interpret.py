@@ -17,6 +17,7 @@ from speakergender.frontend import features
 from speakergender.config import FrontEndParams
 from speakergender.models import yamnet
 from speakergender.models.backbones import feature_extractor
+from speakergender.models.inputs import waveform_features
 from speakergender.models.pooling import StatisticsPooling
 from speakergender.models.scratch import build_scratch_cnn
 
@@ -47,9 +48,14 @@ def backbone_classifier() -> keras.Model:
     """YAMNet whole (random weights) with a head on its embedding (`--backbone-layer embedding`)."""
     keras.utils.set_random_seed(0)
     backbone = yamnet.build_yamnet(include_logits=False)
-    inputs = keras.Input(shape=FRONT_END.feature_shape, name="features")
-    x = keras.layers.Dropout(0.3, name="head_dropout")(backbone(inputs))
+    inputs, features = waveform_features(FRONT_END)
+    x = keras.layers.Dropout(0.3, name="head_dropout")(backbone(features))
     return keras.Model(inputs, keras.layers.Dense(1, name="logits")(x), name="yamnet_classifier")
+
+
+def _waveforms(batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.1, (batch, FRONT_END.clip_samples)).astype(np.float32)
 
 
 # --- which layer ---------------------------------------------------------------------------------
@@ -69,13 +75,14 @@ def test_nested_backbone_explains_its_last_block_and_keeps_the_head():
     owner, name = interpret.last_conv_layer(model)
     assert owner.name == "yamnet" and name == "layer14"
     explainer = interpret.grad_cam_model(model)
-    inputs = np.random.default_rng(0).normal(size=(2, FRAMES, BANDS)).astype(np.float32)
+    inputs = _waveforms(2)
     activation, logits = explainer(inputs, training=False)
     assert activation.shape == (2, 3, 2, 1024)
     np.testing.assert_allclose(logits, model(inputs, training=False), atol=1e-5)
     finer, _ = interpret.grad_cam_model(model, "layer6")(inputs, training=False)
     assert finer.shape == (2, 12, 8, 256)
-    maps = interpret.grad_cam(explainer, inputs, np.array([1, 0]))
+    maps = interpret.grad_cam(explainer, inputs, np.array([1, 0]),
+                              interpret.feature_shape(model))
     assert maps.shape == (2, FRAMES, BANDS)
 
 
@@ -83,15 +90,15 @@ def test_backbone_cut_at_a_mid_level_block_explains_that_block():
     """The default backbone classifier: YAMNet up to layer7, statistics pooling, head."""
     keras.utils.set_random_seed(0)
     backbone = feature_extractor(yamnet.build_yamnet(include_logits=False), "layer7")
-    inputs = keras.Input(shape=FRONT_END.feature_shape, name="features")
-    x = StatisticsPooling(name="statistics_pooling")(backbone(inputs))
+    inputs, features = waveform_features(FRONT_END)
+    x = StatisticsPooling(name="statistics_pooling")(backbone(features))
     model = keras.Model(inputs, keras.layers.Dense(1, name="logits")(x))
     owner, name = interpret.last_conv_layer(model)
     assert owner is model and name == "yamnet"
-    features = np.random.default_rng(0).normal(size=(2, FRAMES, BANDS)).astype(np.float32)
-    activation, logits = interpret.grad_cam_model(model)(features, training=False)
+    waveforms = _waveforms(2)
+    activation, logits = interpret.grad_cam_model(model)(waveforms, training=False)
     assert activation.shape == (2, 6, 4, 512)
-    np.testing.assert_allclose(logits, model(features, training=False), atol=1e-5)
+    np.testing.assert_allclose(logits, model(waveforms, training=False), atol=1e-5)
 
 
 def test_unknown_layer_is_named_in_the_error():
@@ -104,9 +111,9 @@ def test_unknown_layer_is_named_in_the_error():
 
 def test_explainer_gives_the_classifier_logits(classifier, unheard_table):
     explainer = interpret.grad_cam_model(classifier)
-    features_batch = np.random.default_rng(1).normal(size=(3, FRAMES, BANDS)).astype(np.float32)
-    _, logits = explainer(features_batch, training=False)
-    np.testing.assert_allclose(logits, classifier(features_batch, training=False), atol=1e-5)
+    waveforms = _waveforms(3, seed=1)
+    _, logits = explainer(waveforms, training=False)
+    np.testing.assert_allclose(logits, classifier(waveforms, training=False), atol=1e-5)
 
 
 def test_maps_have_the_input_shape_and_are_scaled_to_one(explained, unheard_table):
@@ -123,9 +130,9 @@ def test_maps_have_the_input_shape_and_are_scaled_to_one(explained, unheard_tabl
 def test_gradients_reach_the_explained_layer(classifier, unheard_table):
     explainer = interpret.grad_cam_model(classifier)
     dataset = interpret_dataset(unheard_table)
-    features_batch, labels = next(iter(dataset))
+    clips, labels = next(iter(dataset))
     with tf.GradientTape() as tape:
-        activation, logits = explainer(features_batch, training=False)
+        activation, logits = explainer(clips, training=False)
         target = tf.reshape(logits, [-1]) * tf.where(labels == 1, 1.0, -1.0)
     gradients = tape.gradient(target, activation).numpy()
     assert np.isfinite(gradients).all()
@@ -143,7 +150,8 @@ def test_maps_follow_the_explained_class(classifier, explained):
     maps, kept = explained
     features_batch = next(iter(interpret_dataset(kept)))[0].numpy()
     labels = (kept["gender"] == "female").to_numpy().astype(int)
-    flipped = interpret.grad_cam(interpret.grad_cam_model(classifier), features_batch, 1 - labels)
+    flipped = interpret.grad_cam(interpret.grad_cam_model(classifier), features_batch, 1 - labels,
+                                 (FRAMES, BANDS))
     assert not np.allclose(flipped, maps, atol=1e-3)
 
 

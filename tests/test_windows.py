@@ -14,22 +14,31 @@ def _ramp(samples: int, start: float = 1.0) -> tf.Tensor:
     return tf.range(start, start + samples, dtype=tf.float32)
 
 
-def test_pad_to_length_centres_short_recordings():
-    np.testing.assert_array_equal(windows.pad_to_length(_ramp(3), 8).numpy(),
-                                  [0, 0, 1, 2, 3, 0, 0, 0])
-    # Batched: the last axis is padded, the others are left alone.
-    padded = windows.pad_to_length(tf.stack([_ramp(2), _ramp(2, 10)]), 5).numpy()
-    np.testing.assert_array_equal(padded, [[0, 1, 2, 0, 0], [0, 10, 11, 0, 0]])
-    # Long enough already: unchanged.
-    np.testing.assert_array_equal(windows.pad_to_length(_ramp(6), 4).numpy(), _ramp(6).numpy())
+def _frames(signal: tf.Tensor, length: int, hop: int) -> np.ndarray:
+    """frame_windows' windows of one recording, [windows, length]."""
+    framed, _, counts = windows.frame_windows(signal[tf.newaxis], tf.shape(signal)[:1], length,
+                                              hop)
+    return framed.numpy()[0, :counts[0]]
 
 
-def test_center_window():
-    np.testing.assert_array_equal(windows.center_window(_ramp(10), 4).numpy(), [4, 5, 6, 7])
-    np.testing.assert_array_equal(windows.center_window(_ramp(11), 4).numpy(), [4, 5, 6, 7])
-    np.testing.assert_array_equal(windows.center_window(_ramp(2), 5).numpy(), [0, 1, 2, 0, 0])
-    np.testing.assert_array_equal(windows.center_window(_ramp(4), 4).numpy(), [1, 2, 3, 4])
-    assert windows.center_window(tf.zeros([0]), 3).numpy().tolist() == [0, 0, 0]
+def test_window_starts_on_the_grid_and_centred_for_short_recordings():
+    starts, counts = windows.window_starts(tf.constant([10, 11, 2, 4, 0]), 4, 3, with_tail=False)
+    np.testing.assert_array_equal(counts, [3, 3, 1, 1, 1])
+    np.testing.assert_array_equal(starts, [[0, 3, 6], [0, 3, 6], [-1, -1, -1], [0, 0, 0],
+                                           [-2, -2, -2]])
+    # With the tail: 12 samples leave a 2-sample tail past the last full window (>= hop / 2),
+    # 11 a 1-sample one (< hop / 2).
+    starts, counts = windows.window_starts(tf.constant([11, 12]), 4, 3, with_tail=True)
+    np.testing.assert_array_equal(counts, [3, 4])
+    np.testing.assert_array_equal(starts, [[0, 3, 6, 6], [0, 3, 6, 9]])
+
+
+def test_cut_windows_masks_what_lies_outside_the_recording():
+    batch = tf.constant([[1.0, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0]])
+    cut = windows.cut_windows(batch, tf.constant([6, 3]), tf.constant([[-1, 4], [1, -2]]), 3)
+    np.testing.assert_array_equal(cut, [[[0, 1, 2], [5, 6, 0]], [[8, 9, 0], [0, 0, 7]]])
+    assert windows.cut_windows(tf.zeros([2, 0]), tf.constant([0, 0]),
+                               tf.constant([[0], [0]]), 3).shape == (2, 1, 3)
 
 
 def _drawn_window(signal, length, seed):
@@ -81,27 +90,6 @@ def test_a_row_is_cut_as_it_would_be_alone_whatever_the_batch_padding():
         np.testing.assert_array_equal(together[i], alone[0])
 
 
-def test_offsets_cut_what_removing_them_first_would():
-    # A recorder's DC offset shifts every sample; quiet and loud stretches, short and long rows.
-    rng = np.random.default_rng(3)
-    lengths = [90, 61, 9]
-    clean = np.zeros([3, 90], np.float32)
-    for i, n in enumerate(lengths):
-        clean[i, :n] = rng.normal(0, 0.01, n) * np.where(np.arange(n) % 40 < 12, 30.0, 1.0)
-    offsets = np.array([-0.085, 0.4, -0.3], np.float32)  # larger than real recorders' too
-    shifted = np.where(np.arange(90) < np.array(lengths)[:, None], clean + offsets[:, None], 0)
-    shifted = tf.constant(shifted.astype(np.float32))
-    levels = windows.window_start_levels_db(shifted, lengths, 16, 4, offsets).numpy()
-    np.testing.assert_allclose(levels, windows.window_start_levels_db(clean, lengths, 16, 4),
-                               atol=0.01)  # dB, quiet windows included
-    for seed in (None, tf.constant([4, 2])):
-        cut = windows.speech_windows(shifted, lengths, 16, 4, 10.0, seed, offsets).numpy()
-        expected = windows.speech_windows(clean, lengths, 16, 4, 10.0, seed).numpy()
-        np.testing.assert_allclose(cut, expected, atol=1e-6)
-        # The short row's 9 samples stand somewhere in its window; the rest stays zero.
-        assert np.count_nonzero(cut[2]) == 9
-
-
 def _random_windows(signal: tf.Tensor, length: int, seeds: int) -> np.ndarray:
     window = tf.function(lambda seed: _drawn_window(signal, length, seed))  # noqa: B023
     return np.stack([window(tf.constant([seed, 7])).numpy() for seed in range(seeds)])
@@ -140,34 +128,41 @@ def test_drawn_window_repeats_with_its_seed():
 
 
 def test_frame_windows_pads_the_last_window_at_the_end():
-    framed = windows.frame_windows(_ramp(12)[tf.newaxis], 4, 3).numpy()
-    np.testing.assert_array_equal(framed[0], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10],
-                                              [10, 11, 12, 0]])
+    np.testing.assert_array_equal(_frames(_ramp(12), 4, 3),
+                                  [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10], [10, 11, 12, 0]])
     # Exactly three windows: no extra padded one.
-    framed = windows.frame_windows(_ramp(10)[tf.newaxis], 4, 3).numpy()
-    np.testing.assert_array_equal(framed[0], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]])
+    np.testing.assert_array_equal(_frames(_ramp(10), 4, 3),
+                                  [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]])
 
 
 def test_frame_windows_gives_a_tail_under_half_a_hop_no_window():
-    framed = windows.frame_windows(_ramp(11)[tf.newaxis], 4, 3).numpy()
-    np.testing.assert_array_equal(framed[0], [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]])
+    np.testing.assert_array_equal(_frames(_ramp(11), 4, 3),
+                                  [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]])
     # The product's case: a 1.0 s clip at 16 kHz is one 0.975 s window.
-    assert windows.frame_windows(tf.zeros([1, 16000]), 15600, 7680).shape[1] == 1
+    assert windows.window_count(tf.constant([16000]), 15600, 7680).numpy().tolist() == [1]
 
 
-def test_frame_windows_centres_a_short_recording():
-    framed = windows.frame_windows(tf.stack([_ramp(2), _ramp(2, 5)]), 4, 3).numpy()
-    np.testing.assert_array_equal(framed, [[[0, 1, 2, 0]], [[0, 5, 6, 0]]])
-    # As center_window does.
-    np.testing.assert_array_equal(framed[0, 0], windows.center_window(_ramp(2), 4).numpy())
+def test_frame_windows_centres_a_short_recording_as_evaluation_crops_do():
+    np.testing.assert_array_equal(_frames(_ramp(2), 4, 3), [[0, 1, 2, 0]])
+    crop = windows.speech_windows(_ramp(2)[tf.newaxis], tf.constant([2]), 4, 3, 10.0)
+    np.testing.assert_array_equal(crop, [[0, 1, 2, 0]])
+
+
+def test_a_row_is_framed_as_it_would_be_alone_whatever_the_batch_padding():
+    rows = [_ramp(13), _ramp(2, 20), _ramp(7, 40)]
+    batch = tf.stack([tf.pad(row, [[0, 13 - row.shape[0]]]) for row in rows])
+    framed, levels, counts = windows.frame_windows(batch, tf.constant([13, 2, 7]), 4, 3)
+    for i, row in enumerate(rows):
+        alone, alone_levels, _ = windows.frame_windows(row[tf.newaxis], row.shape[:1], 4, 3)
+        np.testing.assert_array_equal(framed[i, :counts[i]], alone[0])
+        np.testing.assert_allclose(levels[i, :counts[i]], alone_levels[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("length,hop", [(4, 3), (5, 5), (6, 2)])
-def test_window_count_agrees_with_frame_windows(length, hop):
+def test_window_count_covers_the_recording(length, hop):
     lengths = list(range(1, 25))
     counts = windows.window_count(tf.constant(lengths), length, hop).numpy()
     for samples, count in zip(lengths, counts):
-        assert count == windows.frame_windows(_ramp(samples)[tf.newaxis], length, hop).shape[1]
         # Only a tail shorter than half a hop is left out, and the last window starts inside
         # the recording.
         assert samples - ((count - 1) * hop + length) < hop / 2
@@ -177,20 +172,43 @@ def test_window_count_agrees_with_frame_windows(length, hop):
 def test_window_levels_db():
     t = np.arange(16000) / 16000
     sine = np.sin(2 * np.pi * 100 * t).astype(np.float32)
-    levels = windows.window_levels_db(tf.constant([[sine, 0.1 * sine, 0 * sine]])).numpy()[0]
+    batch = tf.constant([sine, 0.1 * sine, 0 * sine])
+    starts = tf.constant([[0, 8000]] * 3)
+    levels = windows.window_levels_db(batch, tf.constant([16000] * 3), starts, 8000).numpy()
     # A full-scale sine is at -3.01 dBFS (RMS 1/sqrt 2); a tenth of it 20 dB lower.
-    np.testing.assert_allclose(levels[:2], [-3.0103, -23.0103], atol=1e-3)
-    assert levels[2] == pytest.approx(-120.0)
+    np.testing.assert_allclose(levels[:2], [[-3.0103] * 2, [-23.0103] * 2], atol=1e-3)
+    np.testing.assert_allclose(levels[2], [-120.0, -120.0])
+    # Half the window past the recording's end counts as silence: 3 dB down.
+    half = windows.window_levels_db(batch[:1], tf.constant([16000]), tf.constant([[12000]]), 8000)
+    np.testing.assert_allclose(half, [[-6.0206]], atol=1e-3)
+
+
+def test_window_levels_db_equal_the_rms_of_the_cut_windows():
+    rng = np.random.default_rng(3)
+    batch = rng.normal(0, 0.1, [2, 50]).astype(np.float32) * np.arange(50) / 50
+    lengths = tf.constant([50, 31])
+    batch[1, 31:] = 0
+    starts = tf.constant([[-5, 0, 17, 40], [-20, 3, 25, 30]])
+    cut = windows.cut_windows(tf.constant(batch), lengths, starts, 12).numpy()
+    expected = 10 * np.log10(np.mean(cut.astype(np.float64) ** 2, axis=-1) + 1e-12)
+    np.testing.assert_allclose(windows.window_levels_db(batch, lengths, starts, 12), expected,
+                               atol=1e-4)
 
 
 def test_sounding_window_mask():
     levels = tf.constant([[-10.0, -20.0, -40.0, -41.0, -70.0],
                           [-80.0, -90.0, -100.0, -120.0, -120.0],
                           [-55.0, -59.0, -61.0, -85.0, -90.0]])
-    mask = windows.sounding_window_mask(levels, relative_gate_db=30.0,
+    mask = windows.sounding_window_mask(levels, tf.constant([5, 5, 5]), relative_gate_db=30.0,
                                         silence_floor_dbfs=-60.0).numpy()
     np.testing.assert_array_equal(mask, [
         [True, True, True, False, False],      # within 30 dB of the loudest (-10)
         [False, False, False, False, False],   # all below the floor: silent recording
         [True, True, False, False, False],     # the floor cuts before the relative gate
     ])
+
+
+def test_sounding_window_mask_ignores_windows_past_a_recordings_count():
+    levels = tf.constant([[-50.0, -45.0, -10.0]])  # the third window belongs to no recording
+    mask = windows.sounding_window_mask(levels, tf.constant([2]), 30.0, -60.0).numpy()
+    np.testing.assert_array_equal(mask, [[True, True, False]])

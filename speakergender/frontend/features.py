@@ -11,19 +11,7 @@ import math
 import keras
 import tensorflow as tf
 
-from speakergender.config import FrontEndParams
-
-
-def remove_dc_offset(waveform: tf.Tensor) -> tf.Tensor:
-    """Subtracts each recording's mean.
-
-    Args:
-      waveform: float32 [..., samples].
-
-    Returns:
-      float32 [..., samples] with zero mean along the last axis.
-    """
-    return waveform - tf.reduce_mean(waveform, axis=-1, keepdims=True)
+from speakergender.config import FrontEndParams, to_dict
 
 
 def pre_emphasize(waveform: tf.Tensor, coefficient: float) -> tf.Tensor:
@@ -110,12 +98,12 @@ def mfcc(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
 
 
 def waveform_to_features(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
-    """Pre-emphasis, then log-mel or MFCC: everything after decoding, resampling, DC removal
-    and windowing.
+    """Pre-emphasis, then log-mel or MFCC, then per-window normalisation: everything after
+    decoding, resampling, DC removal and windowing.
 
     Args:
-      waveform: float32 [..., samples] at params.sample_rate, taken from a recording that
-        already went through `prepare_recording`.
+      waveform: float32 [..., samples] at params.sample_rate: windows cut from recordings
+        that went through `decoding.decode_recordings`.
       params: front-end parameters.
 
     Returns:
@@ -144,46 +132,15 @@ def normalize_features(window_features: tf.Tensor, params: FrontEndParams) -> tf
     return window_features
 
 
-def dc_offsets(waveforms: tf.Tensor, lengths: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
-    """Each recording's DC offset as `prepare_recording` removes it, float32 [batch].
-
-    Args:
-      waveforms: float32 [batch, samples], each row zero past its length.
-      lengths: int32 [batch], samples in each row.
-      params: front-end parameters; zeros when they keep the offset.
-    """
-    if not params.remove_dc_offset:
-        return tf.zeros(tf.shape(waveforms)[:1], tf.float32)
-    return tf.reduce_sum(waveforms, axis=1) / tf.cast(tf.maximum(lengths, 1), tf.float32)
-
-
-def prepare_recording(waveform: tf.Tensor, params: FrontEndParams,
-                      lengths: tf.Tensor | None = None) -> tf.Tensor:
-    """Whole-recording conditioning before windows are cut: DC-offset removal.
-
-    The offset is a property of the recorder, not of the voice; removing it over the whole
-    recording (not per window) keeps it from becoming a cue while leaving the signal intact.
-
-    Args:
-      waveform: float32 [..., samples], one whole recording per row.
-      params: front-end parameters.
-      lengths: int32 [batch] samples of each row of a zero-padded [batch, samples] batch; the
-        padding is left out of the mean and stays zero. None: every sample counts.
-
-    Returns:
-      float32 [..., samples].
-    """
-    if not params.remove_dc_offset:
-        return waveform
-    if lengths is None:
-        return remove_dc_offset(waveform)
-    valid = tf.sequence_mask(lengths, tf.shape(waveform)[1])
-    return tf.where(valid, waveform - dc_offsets(waveform, lengths, params)[:, tf.newaxis], 0.0)
-
-
 @keras.saving.register_keras_serializable(package="speakergender")
 class FrontEnd(keras.layers.Layer):
-    """Keras layer (batch, samples) -> (batch, frames, bins) running `waveform_to_features`."""
+    """Keras layer (batch, samples) -> (batch, frames, bins) running `waveform_to_features`.
+
+    The first layer of every model the product builds, so a model takes waveform windows and
+    carries its own features: training, export and Grad-CAM all read them from here. Its
+    `FrontEndParams` travel in its config. Swap it by building a model with another
+    `front_end=` layer (see `models.registry`).
+    """
 
     def __init__(self, params: FrontEndParams | None = None, **kwargs):
         super().__init__(trainable=False, **kwargs)
@@ -199,7 +156,6 @@ class FrontEnd(keras.layers.Layer):
         return (*input_shape[:-1], frames, self.params.feature_bins)
 
     def get_config(self):
-        from speakergender.config import to_dict
         return {**super().get_config(), "params": to_dict(self.params)}
 
     @classmethod

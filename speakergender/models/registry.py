@@ -16,9 +16,10 @@ from collections.abc import Callable
 import keras
 
 from speakergender.config import FrontEndParams, TrainParams
+from speakergender.models.inputs import waveform_features
 from speakergender.models.pooling import StatisticsPooling
 from speakergender.models.scratch import build_scratch_cnn
-from speakergender.training import Stage
+from speakergender.models.stages import Stage
 
 MODEL_KINDS = ("scratch", "yamnet", "yamnet-frozen", "vggish", "vggish-frozen")
 
@@ -27,6 +28,7 @@ MODEL_KINDS = ("scratch", "yamnet", "yamnet-frozen", "vggish", "vggish-frozen")
 class ModelRecipe:
     """How to build and train one kind of model."""
 
+    # () -> keras.Model float32 [batch, clip_samples] -> logits [batch, 1], front end inside.
     build: Callable[[], keras.Model]
     stages: Callable[[keras.Model], list[Stage]]
     front_end: FrontEndParams
@@ -61,7 +63,7 @@ def recipe(kind: str, front_end: FrontEndParams, params: TrainParams) -> ModelRe
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     if kind == "scratch":
         return ModelRecipe(
-            build=lambda: build_scratch_cnn(front_end),
+            build=lambda: build_scratch_cnn(front_end, params.augment),
             stages=lambda model: [Stage("training", params.epochs, params.learning_rate)],
             front_end=front_end)
     return _backbone_recipe(kind, required_front_end(kind, front_end), params)
@@ -77,15 +79,15 @@ def _backbone_recipe(kind: str, front_end: FrontEndParams, params: TrainParams) 
         backbone = spec.build()
         spec.load_weights(backbone, source)
         backbone = feature_extractor(backbone, layer)
-        inputs = keras.Input(shape=front_end.feature_shape, name="features")
-        x = backbone(inputs)
+        waveform, features = waveform_features(front_end, params.augment)
+        x = backbone(features)
         if len(x.shape) == 4:
             x = StatisticsPooling(name="statistics_pooling")(x)
         # Pretrained features are unnormalised; a linear head on them learns slowly.
         x = keras.layers.LayerNormalization(name="head_norm")(x)
         x = keras.layers.Dropout(0.3, name="head_dropout")(x)
         logits = keras.layers.Dense(1, name="logits")(x)
-        return keras.Model(inputs, logits, name=f"{kind.replace('-', '_')}_classifier")
+        return keras.Model(waveform, logits, name=f"{kind.replace('-', '_')}_classifier")
 
     def freeze_backbone(model: keras.Model) -> None:
         _backbone_of(model).trainable = False

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from speakergender.config import FrontEndParams
+from speakergender.config import AugmentParams, FrontEndParams
+from speakergender.models.inputs import waveform_features
 
 # (filters, convolutions) per block; each block ends in 2x2 max pooling but the last.
 BLOCKS = ((16, 1), (32, 2), (64, 2), (128, 1))
@@ -25,23 +26,26 @@ class ClipStandardization(keras.layers.Layer):
         return (features - mean) / (std + 1e-5)
 
 
-def build_scratch_cnn(front_end: FrontEndParams, dropout: float = 0.3,
-                      name: str = "scratch_cnn") -> keras.Model:
-    """Builds the scratch CNN.
+def build_scratch_cnn(front_end: FrontEndParams, augment: AugmentParams | None = None,
+                      dropout: float = 0.3, name: str = "scratch_cnn",
+                      frontend: keras.layers.Layer | None = None) -> keras.Model:
+    """Builds the scratch CNN, front end included.
 
     Frequency position matters for gender (pitch and formants sit at absolute frequencies), so
     the head pools over time only and keeps the frequency axis.
 
     Args:
-      front_end: fixes the input shape [frames, bins].
+      front_end: fixes the input window and the features.
+      augment: its SpecAugment masks become a training-only layer (None: no masks).
       dropout: before the output layer.
       name: model name.
+      frontend: another waveform -> [frames, bins] layer in place of `features.FrontEnd`.
 
     Returns:
-      keras.Model float32 [batch, frames, bins] -> logits float32 [batch, 1] (female > 0).
+      keras.Model float32 [batch, clip_samples] -> logits float32 [batch, 1] (female > 0).
     """
-    inputs = keras.Input(shape=front_end.feature_shape, name="features")
-    x = ClipStandardization(name="clip_standardization")(inputs)
+    waveform, features = waveform_features(front_end, augment, frontend)
+    x = ClipStandardization(name="clip_standardization")(features)
     x = keras.layers.Reshape((*front_end.feature_shape, 1), name="add_channel")(x)
     for block, (filters, convolutions) in enumerate(BLOCKS, start=1):
         for conv in range(1, convolutions + 1):
@@ -56,4 +60,4 @@ def build_scratch_cnn(front_end: FrontEndParams, dropout: float = 0.3,
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(1, name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
+    return keras.Model(waveform, logits, name=name)
