@@ -38,6 +38,10 @@ import tensorflow as tf
 
 from speakergender.frontend import wav
 
+# The WAV helpers the fuzz test uses (chunk parsing), from the tests folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from wavfiles import parse_chunks  # noqa: E402
+
 SUBTYPES = ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 CONTAINERS = ("WAV", "WAVEX")
 CHANNELS = (1, 2)
@@ -69,16 +73,6 @@ def base_files() -> list[tuple[str, bytes]]:
                         files.append((f"{subtype}-{container}-{channels}ch-{rate}-{frames}",
                                       buffer.getvalue()))
     return files
-
-
-def parse_chunks(contents: bytes) -> list[list]:
-    """A well-formed file's chunks as [id, declared size or None, payload, padded]."""
-    chunks, pos = [], 12
-    while pos + 8 <= len(contents):
-        chunk_id, size = contents[pos:pos + 4], struct.unpack("<I", contents[pos + 4:pos + 8])[0]
-        chunks.append([chunk_id, None, contents[pos + 8:pos + 8 + size], True])
-        pos += 8 + size + (size & 1)
-    return chunks
 
 
 def build(chunks: list[list], riff_size: int | None) -> bytes:

@@ -26,3 +26,12 @@ def yamnet_tflite_path() -> Path:
     if not SHARED_YAMNET_TFLITE.is_file():
         pytest.skip(f"YAMNet TFLite weights not found at {SHARED_YAMNET_TFLITE}")
     return SHARED_YAMNET_TFLITE
+
+
+@pytest.fixture
+def server():
+    """A file server on 127.0.0.1 for download tests (`local_http.FileServer`)."""
+    from local_http import FileServer
+
+    with FileServer() as running:
+        yield running

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corpus_archives import CLIPS, SPEAKERS, corpus_files, tar_gz, zip_bytes
-from local_http import FileServer, clear_proxies, closed_port
+from local_http import clear_proxies, closed_port
 from speakergender import audiomnist
 from speakergender.archives import ArchiveError
 from speakergender.audiomnist import (
@@ -25,12 +25,6 @@ TINY = dict(expected_speakers=len(SPEAKERS), expected_clips=CLIPS)
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_proxies(monkeypatch)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 def _no_marker_anywhere(root: Path) -> bool:

@@ -7,19 +7,13 @@ import hashlib
 import pytest
 
 from corpus_archives import corpus_files, tar_gz
-from local_http import FileServer, clear_proxies, closed_port
+from local_http import clear_proxies, closed_port
 from speakergender.downloads import ChecksumError, DownloadError, download_file, verify_sha256
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_proxies(monkeypatch)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 def test_dropped_connection_resumes_with_range_request(server, tmp_path):

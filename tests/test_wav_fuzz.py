@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from speakergender.frontend import wav
+from wavfiles import parse_chunks
 
 SECONDS_PER_CASE = 5.0
 # The default suite's short run; WAV_FUZZ_EXAMPLES=5000 (say) runs a longer one, as reproducible.
@@ -48,16 +49,6 @@ def _base_wav(subtype: str, container: str, channels: int, rate: int) -> bytes:
 BASES = {(subtype, container, channels, rate): _base_wav(subtype, container, channels, rate)
          for subtype in SUBTYPES for container in CONTAINERS for channels in CHANNELS
          for rate in RATES}
-
-
-def parse_chunks(contents: bytes) -> list[list]:
-    """A well-formed file's chunks as [id, declared size or None, payload, padded]."""
-    chunks, pos = [], 12
-    while pos + 8 <= len(contents):
-        chunk_id, size = contents[pos:pos + 4], struct.unpack("<I", contents[pos + 4:pos + 8])[0]
-        chunks.append([chunk_id, None, contents[pos + 8:pos + 8 + size], True])
-        pos += 8 + size + (size & 1)
-    return chunks
 
 
 def build(chunks: list[list], riff_size: int | None = None) -> bytes:

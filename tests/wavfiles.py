@@ -64,3 +64,13 @@ def pcm16_wav(samples: np.ndarray, rate: int = 16000, channels: int = 1,
     if data_first:
         fmt, data = data, fmt
     return riff(*before_fmt, fmt, *between, data, *after_data)
+
+
+def parse_chunks(contents: bytes) -> list[list]:
+    """A well-formed file's chunks as [id, declared size or None, payload, padded]."""
+    chunks, pos = [], 12
+    while pos + 8 <= len(contents):
+        chunk_id, size = contents[pos:pos + 4], struct.unpack("<I", contents[pos + 4:pos + 8])[0]
+        chunks.append([chunk_id, None, contents[pos + 8:pos + 8 + size], True])
+        pos += 8 + size + (size & 1)
+    return chunks
