@@ -206,3 +206,46 @@ def test_timeline_shows_windows_that_disagree(model_dir, changing_speaker):
     window_lines = [line for line in lines if line.strip().startswith("@")]
     assert len(window_lines) == 11
     assert window_lines[5].split()[0:2] == ["@", "2.40s"]
+
+
+# --- models exported by earlier versions ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def legacy_model(tmp_path_factory) -> Path:
+    """A SavedModel exported at commit 5c81d80, before models took waveforms and before the
+    model said whether its windows disagree (a tiny feature-input classifier, calibrated with
+    T = 1.5, b = 0.2; made by exporting a Keras model [96, 64] -> pooled -> Dense(1))."""
+    import tarfile
+
+    folder = tmp_path_factory.mktemp("legacy") / "legacy"
+    with tarfile.open(Path(__file__).parent / "data" / "model_exported_at_5c81d80.tar.gz") as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def test_a_model_exported_before_waveform_models_still_predicts(legacy_model, audio_folder):
+    status, out, _ = _predict([str(legacy_model), str(audio_folder["pcm16"]),
+                               str(audio_folder["96khz"]), str(audio_folder["silent"]),
+                               "--json", "--timeline"])
+    assert status == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [row["label"] for row in rows[:2]] == [rows[0]["label"]] * 2
+    assert rows[0]["label"] in ("female", "male") and rows[2]["label"] == "no speech"
+    assert rows[0]["female_probability"] == pytest.approx(rows[1]["female_probability"],
+                                                          abs=0.02)
+    # Its SavedModel has no windows_disagree output: unknown, not a guess.
+    assert all(row["windows_disagree"] is None for row in rows)
+    assert len(rows[0]["timeline"]) == rows[0]["windows"] == 2
+
+
+def test_a_model_exported_before_waveform_models_still_evaluates(legacy_model, tmp_path_factory):
+    from speakergender import evaluate
+
+    corpus = helpers.synthetic_corpus(tmp_path_factory, "legacy", female_speakers=1,
+                                      male_speakers=1, clips_per_speaker=2, seed=4)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = evaluate.main([str(legacy_model), "--data-dir", str(corpus)])
+    assert status == 0
+    assert out.getvalue().splitlines()[2].split()[:2] == ["legacy", "4"]
