@@ -154,7 +154,7 @@ class GenderClassifierModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
     def classify_wav(self, wav_bytes):
         """string [batch] of WAV file contents; a file that cannot be decoded gets an error."""
-        waveforms, lengths, errors = decoding.decode_recordings(wav_bytes, self.front_end)
+        waveforms, lengths, errors = decoding.recording_decoder(self.front_end)(wav_bytes)
         outputs = self.score_recordings(waveforms, lengths)
         failed = tf.strings.length(errors) > 0
         outputs["label"] = tf.where(failed, "", outputs["label"])
@@ -169,7 +169,7 @@ class GenderClassifierModule(tf.Module):
         Returns:
           features float32 [batch, windows, frames, bins] and window_count int32 [batch].
         """
-        waveforms, lengths, _ = decoding.decode_recordings(wav_bytes, self.front_end)
+        waveforms, lengths, _ = decoding.recording_decoder(self.front_end)(wav_bytes)
         framed, _, window_count = self._frame(waveforms, lengths)
         front_end = front_end_layer(self.classifier)
         window_features = front_end(tf.reshape(framed, [-1, self.front_end.clip_samples]))

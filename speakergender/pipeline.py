@@ -146,12 +146,14 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     # cannot be read between listing and reading, which tf.data logs as a warning.
     dataset = dataset.ignore_errors(log_warning=True)
 
-    def decode(path, label, contents):
-        waveforms, lengths, errors = decoding.decode_recordings(contents, params)
+    decode = decoding.recording_decoder(params)
+
+    def decode_batch(path, label, contents):
+        waveforms, lengths, errors = decode(contents)
         kept = tf.logical_not(skip_log.record(path, errors))
         return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
 
-    dataset = dataset.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.filter(lambda path, *_: tf.size(path) > 0)
 
 

@@ -65,28 +65,31 @@ def write_run_summary(log_dir: Path, config: dict, result: dict, pooled: pd.Data
                     reports, f"Held-out speakers by {kind}"))
                 tf.summary.image(f"test/by_{kind}", tf.image.decode_png(png)[tf.newaxis],
                                  step=0)
-        for gender in (pipeline.FEMALE, pipeline.MALE):
-            images = example_spectrograms(table[table["gender"] == gender], classifier)
-            if images is not None:
-                tf.summary.image(f"examples/{gender}", images, step=0,
-                                 max_outputs=EXAMPLES_PER_GENDER)
+        for gender, images in example_spectrograms(table, classifier).items():
+            tf.summary.image(f"examples/{gender}", images, step=0,
+                             max_outputs=EXAMPLES_PER_GENDER)
     writer.close()
 
 
-def example_spectrograms(table: pd.DataFrame, classifier: keras.Model) -> tf.Tensor | None:
-    """Features of a few clips as images (low frequencies at the bottom), uint8 [n, bins, frames, 1].
+def example_spectrograms(table: pd.DataFrame, classifier: keras.Model) -> dict[str, tf.Tensor]:
+    """Features of a few clips per gender as images (low frequencies at the bottom).
 
     The evaluation pipeline's windows through the model's own front-end layer: what the model
     is shown.
+
+    Returns:
+      {gender: uint8 [clips, bins, frames, 1]} for the genders with a decodable clip.
     """
     front_end = front_end_layer(classifier)
-    chosen = table.drop_duplicates("speaker").head(EXAMPLES_PER_GENDER)
+    chosen = (table.drop_duplicates("speaker").groupby("gender", sort=False)
+              .head(EXAMPLES_PER_GENDER))
     dataset = pipeline.make_dataset(chosen, front_end.params, training=False,
-                                    batch_size=EXAMPLES_PER_GENDER)
-    images = []
-    for clip in (clip for batch, _ in dataset for clip in front_end(batch).numpy()):
-        scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
-        images.append(np.flipud(scaled.T)[..., np.newaxis])
-    if not images:
-        return None
-    return tf.constant((np.stack(images) * 255).astype(np.uint8))
+                                    batch_size=2 * EXAMPLES_PER_GENDER)
+    images = {}
+    for clips, labels in dataset:
+        for clip, label in zip(front_end(clips).numpy(), labels.numpy()):
+            scaled = (clip - clip.min()) / max(float(np.ptp(clip)), 1e-6)
+            gender = pipeline.LABEL_NAMES[int(label)]
+            images.setdefault(gender, []).append(np.flipud(scaled.T)[..., np.newaxis])
+    return {gender: tf.constant((np.stack(shown) * 255).astype(np.uint8))
+            for gender, shown in images.items()}

@@ -138,7 +138,7 @@ def test_deterministic_runs_repeat_exactly(tmp_path_factory):
 def _train_command(corpus: Path, output: Path, *options: str) -> list[str]:
     return [helpers.PYTHON, "-m", "speakergender.train", "--data-dir", str(corpus),
             "--output", str(output), "--logdir", str(output.parent / "logs"),
-            "--batch-size", "8", "--condition-tests", "none", *options]
+            "--batch-size", "8", "--condition-tests", "none", "--no-augment", *options]
 
 
 def test_a_killed_run_resumes(tmp_path, tmp_path_factory):

@@ -6,6 +6,8 @@ pipeline and by the exported `classify_wav` alike.
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from speakergender.config import FrontEndParams
@@ -31,6 +33,10 @@ def remove_dc_offsets(waveforms: tf.Tensor, lengths: tf.Tensor | None,
     """
     if not params.remove_dc_offset:
         return waveforms
+    return _subtract_offsets(waveforms, lengths)
+
+
+def _subtract_offsets(waveforms: tf.Tensor, lengths: tf.Tensor | None) -> tf.Tensor:
     if lengths is None:
         return waveforms - tf.reduce_mean(waveforms, axis=-1, keepdims=True)
     lengths = tf.cast(lengths, tf.int32)
@@ -52,9 +58,36 @@ def decode_recordings(contents: tf.Tensor, params: FrontEndParams
       [batch] lengths; string [batch] errors, empty where the file decoded (a failed row has
       length 0).
     """
+    return _decode(contents, params.sample_rate, params.remove_dc_offset)
+
+
+def _decode(contents: tf.Tensor, sample_rate: int, remove_dc_offset: bool
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     waveforms, lengths, rates, errors = wav.try_decode_wav_batch(contents)
-    waveforms, lengths = resample_rows(waveforms, lengths, rates, params.sample_rate)
-    return remove_dc_offsets(waveforms, lengths, params), lengths, errors
+    waveforms, lengths = resample_rows(waveforms, lengths, rates, sample_rate)
+    if remove_dc_offset:
+        waveforms = _subtract_offsets(waveforms, lengths)
+    return waveforms, lengths, errors
+
+
+def recording_decoder(params: FrontEndParams):
+    """`decode_recordings` for these params as one traced function, shared by every caller.
+
+    The decoder and resampler make a large graph (seconds to trace); a tf.data map or a
+    SavedModel signature that calls this function reuses one trace per process and target
+    rate instead of tracing its own copy.
+
+    Returns:
+      A tf.function string [batch] -> (waveforms, lengths, errors), as `decode_recordings`.
+    """
+    return _decoder(params.sample_rate, params.remove_dc_offset)
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(sample_rate: int, remove_dc_offset: bool):
+    # Keyed on the only params decoding reads: front ends that differ in features share it.
+    return tf.function(lambda contents: _decode(contents, sample_rate, remove_dc_offset),
+                       input_signature=[tf.TensorSpec([None], tf.string, name="contents")])
 
 
 def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, tf.Tensor]:
@@ -68,5 +101,5 @@ def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, 
       float32 [samples] at params.sample_rate (empty on failure), and a string scalar error
       that is empty on success.
     """
-    waveforms, lengths, errors = decode_recordings(tf.io.read_file(path)[tf.newaxis], params)
+    waveforms, lengths, errors = recording_decoder(params)(tf.io.read_file(path)[tf.newaxis])
     return waveforms[0, :lengths[0]], errors[0]
