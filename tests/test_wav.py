@@ -638,7 +638,9 @@ def test_hostile_headers_through_the_pipeline_finish_fast(tmp_path):
             assert error == "" and length == 16 * 100_000
         else:
             assert error == expected[name] and length == 0
-    assert int(peak_mb) < 3000  # TensorFlow itself, and 1.6 M samples
+    # The report was 11.8 GB. Measured here: 0.8 GB alone, 3.7 GB once inside a full test run
+    # (TensorFlow's allocator pools vary), so the bound is well under the report, not tight.
+    assert int(peak_mb) < 6000
 
 
 @pytest.mark.parametrize("subtype, value, frame", [
