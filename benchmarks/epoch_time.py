@@ -14,6 +14,7 @@ averaged.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, default=1500, help="0: every file")
     args = parser.parse_args()
     if not args.data_dir.exists():
-        args.data_dir = synthetic.write_corpus(Path("/tmp/epoch-time-corpus"), female_speakers=10,
-                                               male_speakers=10, clips_per_speaker=20)
+        args.data_dir = synthetic.write_corpus(Path(tempfile.mkdtemp(prefix="epoch-time-")),
+                                               female_speakers=10, male_speakers=10,
+                                               clips_per_speaker=20)
     table = corpora.load_corpus(args.data_dir).table
     if args.max_files and len(table) > args.max_files:
         table = table.sample(args.max_files, random_state=0)
