@@ -144,14 +144,18 @@ class GenderClassifierModule(tf.Module):
         return ((count >= 2) & (spread >= DISAGREEMENT_STD) & (lowest < self.threshold)
                 & (highest >= self.threshold))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    # autograph=False throughout: the front end uses explicit tf.cond / tf.while_loop, and
+    # converting its source would add seconds to every export.
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")],
+                 autograph=False)
     def serve_waveform(self, waveform):
         """float32 [batch, samples] at the model's rate, in [-1, 1]."""
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
         return self.score_recordings(
             decoding.remove_dc_offsets(waveform, None, self.front_end), lengths)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
+                 autograph=False)
     def classify_wav(self, wav_bytes):
         """string [batch] of WAV file contents; a file that cannot be decoded gets an error."""
         waveforms, lengths, errors = decoding.recording_decoder(self.front_end)(wav_bytes)
@@ -162,7 +166,8 @@ class GenderClassifierModule(tf.Module):
         outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / self.front_end.sample_rate
         return outputs
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
+                 autograph=False)
     def window_features(self, wav_bytes):
         """What the classifier sees of each file: its front end's features for every window.
 
@@ -176,7 +181,7 @@ class GenderClassifierModule(tf.Module):
         shape = tf.concat([tf.shape(framed)[:2], tf.shape(window_features)[1:]], axis=0)
         return {"features": tf.reshape(window_features, shape), "window_count": window_count}
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[], autograph=False)
     def metadata(self):
         """The model's configuration (JSON), sample rate, window length and model card."""
         return {

@@ -29,6 +29,9 @@ MALE = "male"
 LABEL_NAMES = (MALE, FEMALE)  # index = label: 1 means female
 # Raw file bytes decoded in one batch: caps the padded batch a few long recordings would make.
 MAX_DECODE_BATCH_BYTES = 64 << 20
+# The pipeline's functions use explicit tf.cond / tf.while_loop only; autograph's source
+# conversion would add seconds to every trace (most of a short run's start-up).
+_plain = tf.autograph.experimental.do_not_convert
 
 
 class SkipLog:
@@ -140,7 +143,7 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     """(path [B], label [B], waveform [B, samples], length [B]) without the undecodable
     files; waveforms conditioned by `decoding.decode_recordings`."""
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(lambda path, label: (path, label, tf.io.read_file(path)),
+    dataset = dataset.map(_plain(lambda path, label: (path, label, tf.io.read_file(path))),
                           num_parallel_calls=tf.data.AUTOTUNE)
     # Undecodable bytes are caught and counted below; this only catches files that vanish or
     # cannot be read between listing and reading, which tf.data logs as a warning.
@@ -153,8 +156,9 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
         kept = tf.logical_not(skip_log.record(path, errors))
         return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
 
-    dataset = dataset.batch(batch_size).map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.filter(lambda path, *_: tf.size(path) > 0)
+    dataset = dataset.batch(batch_size).map(_plain(decode_batch),
+                                            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.filter(_plain(lambda path, *_: tf.size(path) > 0))
 
 
 def _row_seeds(seed: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -211,8 +215,8 @@ def make_dataset(
 
     if training:
         # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
-        dataset = dataset.unbatch().map(
-            lambda path, label, waveform, length: (path, label, waveform[:length], length))
+        dataset = dataset.unbatch().map(_plain(
+            lambda path, label, waveform, length: (path, label, waveform[:length], length)))
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -238,7 +242,7 @@ def make_dataset(
         def to_windows(path, label, waveforms, lengths):
             return path, label, cut(waveforms, lengths)
 
-    dataset = dataset.map(to_windows, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_plain(to_windows), num_parallel_calls=tf.data.AUTOTUNE)
     if decode_size != batch_size:
         dataset = dataset.unbatch().batch(batch_size)
     weight_of = None
@@ -254,7 +258,7 @@ def make_dataset(
             element += (path,)
         return element
 
-    dataset = dataset.map(to_element)
+    dataset = dataset.map(_plain(to_element))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(options)
 
@@ -279,8 +283,8 @@ def recordings_dataset(
     paths = np.asarray(paths, dtype=str)
     dataset = _decoded_batches(paths, np.zeros(len(paths), np.float32), params,
                                decode_batch_size(paths, 32), skip_log)
-    dataset = dataset.unbatch().map(
-        lambda path, label, waveform, length: (path, waveform[:length]))
+    dataset = dataset.unbatch().map(_plain(
+        lambda path, label, waveform, length: (path, waveform[:length])))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options)

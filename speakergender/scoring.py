@@ -30,7 +30,8 @@ def score_recordings(
       table has them), label (1 female), logit, probability.
     """
     recordings = pipeline.recordings_dataset(table["path"].to_numpy(), module.front_end, skip_log)
-    batches = recordings.map(lambda path, waveform: (path, waveform, tf.shape(waveform)[0]))
+    batches = recordings.map(tf.autograph.experimental.do_not_convert(
+        lambda path, waveform: (path, waveform, tf.shape(waveform)[0])))
     batches = batches.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
     score = _scoring_function(module)
     rows = []
@@ -52,5 +53,6 @@ def _scoring_function(module: GenderClassifierModule):
     """One traced scoring function per module, however often it scores."""
     if module not in _SCORING_FUNCTIONS:
         _SCORING_FUNCTIONS[module] = tf.function(module.score_recordings, input_signature=[
-            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
+            tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)],
+            autograph=False)
     return _SCORING_FUNCTIONS[module]

@@ -87,7 +87,8 @@ def recording_decoder(params: FrontEndParams):
 def _decoder(sample_rate: int, remove_dc_offset: bool):
     # Keyed on the only params decoding reads: front ends that differ in features share it.
     return tf.function(lambda contents: _decode(contents, sample_rate, remove_dc_offset),
-                       input_signature=[tf.TensorSpec([None], tf.string, name="contents")])
+                       input_signature=[tf.TensorSpec([None], tf.string, name="contents")],
+                       autograph=False)
 
 
 def load_recording(path: tf.Tensor, params: FrontEndParams) -> tuple[tf.Tensor, tf.Tensor]:

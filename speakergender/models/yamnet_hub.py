@@ -84,11 +84,11 @@ class YAMNetHub(tf.Module):
         self._front_end = front_end or FrontEndParams.yamnet()
         self._class_map_asset = tf.saved_model.Asset(str(class_map_csv))
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[], autograph=False)
     def class_map_path(self) -> tf.Tensor:
         return self._class_map_asset.asset_path
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.float32)], autograph=False)
     def __call__(self, waveform):
         log_mel, patches = waveform_to_patches(waveform, self._front_end)
         outputs = self._yamnet(patches, training=False)
