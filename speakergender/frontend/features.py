@@ -6,9 +6,11 @@ the tf.data map and a batch inside an exported SavedModel signature.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from speakergender.config import FrontEndParams, to_dict
@@ -50,12 +52,20 @@ def spectrogram(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
 
 def mel_matrix(params: FrontEndParams) -> tf.Tensor:
     """HTK-mel triangular filters, float32 [fft_length // 2 + 1, mel_bands]."""
-    return tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=params.mel_bands,
-        num_spectrogram_bins=params.fft_length // 2 + 1,
-        sample_rate=params.sample_rate,
-        lower_edge_hertz=params.mel_min_hz,
-        upper_edge_hertz=params.mel_max_hz)
+    return tf.constant(_mel_matrix_values(params.mel_bands, params.fft_length // 2 + 1,
+                                          params.sample_rate, params.mel_min_hz,
+                                          params.mel_max_hz))
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_matrix_values(bands: int, bins: int, sample_rate: int, low_hz: float,
+                       high_hz: float) -> np.ndarray:
+    # Computed once, eagerly, and embedded as a constant: built from ops inside every traced
+    # caller, the matrix cost a quarter of a second per trace and was recomputed per call.
+    with tf.init_scope():
+        return tf.signal.linear_to_mel_weight_matrix(
+            num_mel_bins=bands, num_spectrogram_bins=bins, sample_rate=sample_rate,
+            lower_edge_hertz=low_hz, upper_edge_hertz=high_hz).numpy()
 
 
 def log_mel_spectrogram(waveform: tf.Tensor, params: FrontEndParams) -> tf.Tensor:
