@@ -105,11 +105,18 @@ def _errors(notebook: nbformat.NotebookNode) -> list[str]:
 def test_notebook_runs_and_saves_figures(path: Path, kernel_dirs, runs_dir, tmp_path):
     figures = tmp_path / "figures"
     committed = path.read_bytes()
+    trained_by_03 = sorted(p.parent.name for p in runs_dir.glob("*/metrics.json"))
     notebook, seconds = execute_notebook(path, kernel_dirs, {
         "SPEAKERGENDER_FIGURES_DIR": str(figures),
         "SPEAKERGENDER_NOTEBOOK_RUNS": str(runs_dir)})
     print(f"{path.name}: {seconds:.0f} s")
     assert not _errors(notebook)
+    if path.stem.startswith("04") and trained_by_03:
+        # Notebook 04 explains the models notebook 03 trained: same settings, no retraining.
+        text = "".join(output.get("text", "") for cell in notebook.cells
+                       for output in cell.get("outputs", []))
+        assert "reusing the finished run" in text and "Epoch 1/" not in text, \
+            "notebook 04 retrained instead of reusing notebook 03's runs"
     saved = sorted(p.name for p in figures.glob("*.png"))
     assert saved, f"{path.name} saved no PNG"
     number = path.name.split("_")[0]
