@@ -11,6 +11,54 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 SHARED_CORPUS = SHARED_DIR / "data" / "audiomnist-az-dev"
 SHARED_YAMNET_TFLITE = SHARED_DIR / "models" / "yamnet" / "yamnet.tflite"
 
+# Scheduling on pytest-xdist's two workers (setup.cfg: `-n 2 --dist loadfile`): each test file
+# is one unit of work, so its module fixtures and the training runs it caches are built once,
+# on one worker. Files that train or export models start first, longest first, so that both
+# workers finish at about the same time.
+LONGEST_FILES_FIRST = ("test_notebooks.py", "test_train.py", "test_multicorpus.py",
+                       "test_backbone_training.py", "test_evaluate.py", "test_export.py")
+# Tests that reuse another file's training runs (tests/helpers.py caches them per worker) go
+# with that file.
+RUNS_WITH_FILE = {
+    "tests/test_evaluate.py::test_cross_validation_compares_run_folders": "tests/test_train.py",
+    "tests/test_interpret.py::test_main_writes_figures_and_json": "tests/test_train.py",
+    "tests/test_interpret.py::test_main_explains_what_is_missing": "tests/test_train.py",
+}
+
+
+def _unit_of_work(nodeid: str) -> str:
+    return RUNS_WITH_FILE.get(nodeid, nodeid.split("::", 1)[0])
+
+
+def pytest_collection_modifyitems(config, items):
+    collected = {item.nodeid for item in items}
+    files = {item.nodeid.split("::", 1)[0] for item in items}
+    stale = [nodeid for nodeid in RUNS_WITH_FILE
+             if nodeid.split("::", 1)[0] in files and nodeid not in collected]
+    if stale:
+        raise pytest.UsageError(f"conftest.RUNS_WITH_FILE names tests that do not exist: {stale}")
+
+    def rank(item) -> int:
+        name = Path(_unit_of_work(item.nodeid)).name
+        return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST \
+            else len(LONGEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: file order, then test order, within a rank
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        """--dist loadfile, with RUNS_WITH_FILE's tests in their training runs' unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of_work(nodeid)
+
+    return FileScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def shared_corpus_dir() -> Path:
