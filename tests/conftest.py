@@ -1,10 +1,13 @@
-"""Shared fixtures: the optional ../shared corpus and small synthetic WAV corpora."""
+"""Shared fixtures: the optional ../shared corpus, trained and exported tiny models and training
+runs (built once per session), and the test scheduling on pytest-xdist workers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+import helpers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -74,6 +77,40 @@ def yamnet_tflite_path() -> Path:
     if not SHARED_YAMNET_TFLITE.is_file():
         pytest.skip(f"YAMNet TFLite weights not found at {SHARED_YAMNET_TFLITE}")
     return SHARED_YAMNET_TFLITE
+
+
+# --- trained and exported tiny models, built once per session (per xdist worker) -------------
+# (tests/helpers.py builds and caches them; these fixtures are how tests ask for them)
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory):
+    """The scratch CNN fitted to synthetic voices: it tells the genders apart."""
+    return helpers.trained_classifier(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory) -> Path:
+    """`trained_classifier` exported: the model folder, holding version 1."""
+    return helpers.exported_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def untrained_exported_model(tmp_path_factory) -> Path:
+    """A seeded, untrained scratch CNN exported: a second, different model folder."""
+    return helpers.untrained_exported_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def holdout_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """`train` run once: deterministic hold-out, 2 epochs (output, logs, metrics.json)."""
+    return helpers.holdout_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def folds_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """`train` run once: 2-fold cross-validation with a corrupt file in the corpus."""
+    return helpers.folds_run(tmp_path_factory)
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from speakergender import corpora, evaluate
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[Path, Path]:
-    return helpers.exported_model(tmp_path_factory), \
-        helpers.untrained_exported_model(tmp_path_factory)
+def models(exported_model, untrained_exported_model) -> tuple[Path, Path]:
+    return exported_model, untrained_exported_model
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def _main(argv: list[str], stdout_path: Path) -> int:
         return evaluate.main(argv)
 
 
-def test_two_models_one_row_each(comparison, corpus, tmp_path_factory):
+def test_two_models_one_row_each(comparison, corpus, trained_classifier):
     status, out, stdout = comparison
     assert status == 0
     lines = stdout.strip().splitlines()
@@ -54,7 +53,7 @@ def test_two_models_one_row_each(comparison, corpus, tmp_path_factory):
 
     rows = json.loads((out / "metrics.json").read_text())
     clips = len(corpora.load_corpus(corpus).table)
-    parameters = helpers.trained_classifier(tmp_path_factory).count_params()
+    parameters = trained_classifier.count_params()
     for name in ("tiny", "untrained"):
         row = rows[name]
         assert row["clip_count"] == clips and row["report"]["speakers"] == 4
@@ -97,9 +96,9 @@ def test_unknown_speaker_and_missing_data_dir_are_errors(models, corpus, tmp_pat
                  tmp_path / "stdout.txt") == 1
 
 
-def test_cross_validation_compares_run_folders(tmp_path_factory, tmp_path, capsys):
-    folds_output, _, folds_result = helpers.folds_run(tmp_path_factory)
-    holdout_output, _, holdout_result = helpers.holdout_run(tmp_path_factory)
+def test_cross_validation_compares_run_folders(folds_run, holdout_run, tmp_path, capsys):
+    folds_output, _, folds_result = folds_run
+    holdout_output, _, holdout_result = holdout_run
     status = _main([str(folds_output), str(holdout_output), "--cross-validation", "--json",
                     str(tmp_path / "out" / "cv.json")], tmp_path / "stdout.txt")
     assert status == 0

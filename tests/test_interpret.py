@@ -26,9 +26,9 @@ FRAMES, BANDS = FRONT_END.feature_shape
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> keras.Model:
+def classifier(trained_classifier) -> keras.Model:
     """The scratch CNN fitted to synthetic voices (tells the genders apart)."""
-    return helpers.trained_classifier(tmp_path_factory)
+    return trained_classifier
 
 
 @pytest.fixture(scope="module")
@@ -247,9 +247,9 @@ def test_figures_are_written(explained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(holdout_run):
     """A hold-out training run (shared with the other test files): model.keras + config.json."""
-    output, _, result = helpers.holdout_run(tmp_path_factory)
+    output, _, result = holdout_run
     return output, result
 
 

@@ -21,8 +21,8 @@ RATE = 16000
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return helpers.exported_model(tmp_path_factory)
+def model_dir(exported_model) -> Path:
+    return exported_model
 
 
 @pytest.fixture(scope="module", autouse=True)

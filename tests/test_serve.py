@@ -59,8 +59,8 @@ def running_server(app):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return helpers.untrained_exported_model(tmp_path_factory)
+def model_dir(untrained_exported_model) -> Path:
+    return untrained_exported_model
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ import helpers
 from speakergender import train
 
 
-@pytest.fixture(scope="module")
-def folds_run(tmp_path_factory):
-    return helpers.folds_run(tmp_path_factory)
-
-
 def test_cross_validation_run_writes_every_output(folds_run):
     output, logs, result = folds_run
     for name in ("config.json", "metrics.json", "history.csv", "predictions.csv",
@@ -122,8 +117,8 @@ def test_help_mentions_every_option(capsys):
         assert action.help, f"{long_options[0]} has no help text"
 
 
-def test_deterministic_runs_repeat_exactly(tmp_path_factory):
-    _, _, first = helpers.holdout_run(tmp_path_factory)
+def test_deterministic_runs_repeat_exactly(holdout_run, tmp_path_factory):
+    _, _, first = holdout_run
     _, _, second = helpers.holdout_run(tmp_path_factory, "holdout-again")
     assert first["evaluation"] == "speaker-disjoint hold-out"
     for key in ("pooled", "summary", "temperature", "parameters", "skipped_files"):

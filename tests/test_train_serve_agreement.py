@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-import helpers
 import wavfiles
 from speakergender import pipeline
 from speakergender.config import FrontEndParams
@@ -58,9 +57,9 @@ def recordings(tmp_path_factory) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(exported_model):
     """The tiny trained model's SavedModel, reloaded (calibration T = 1, b = 0)."""
-    return tf.saved_model.load(str(latest_version_dir(helpers.exported_model(tmp_path_factory))))
+    return tf.saved_model.load(str(latest_version_dir(exported_model)))
 
 
 def _pipeline_windows(table: pd.DataFrame) -> np.ndarray:
@@ -70,8 +69,8 @@ def _pipeline_windows(table: pd.DataFrame) -> np.ndarray:
     return windows.numpy()
 
 
-def test_features_agree(recordings, served, tmp_path_factory):
-    model = helpers.trained_classifier(tmp_path_factory)
+def test_features_agree(recordings, served, trained_classifier):
+    model = trained_classifier
     trained_on = front_end_layer(model)(_pipeline_windows(recordings)).numpy()
     contents = tf.constant([Path(path).read_bytes() for path in recordings["path"]])
     outputs = served.signatures["window_features"](wav_bytes=contents)
@@ -81,8 +80,8 @@ def test_features_agree(recordings, served, tmp_path_factory):
     assert outputs["window_count"].numpy().tolist() == [1, 1, 1, 4]
 
 
-def test_logits_agree(recordings, served, tmp_path_factory):
-    model = helpers.trained_classifier(tmp_path_factory)
+def test_logits_agree(recordings, served, trained_classifier):
+    model = trained_classifier
     trained_on = model(_pipeline_windows(recordings), training=False).numpy()[:, 0]
     contents = tf.constant([Path(path).read_bytes() for path in recordings["path"]])
     outputs = served.signatures["classify_wav"](wav_bytes=contents)
