@@ -51,6 +51,9 @@ WAV_INPUT = "wav_bytes"
 WAVEFORM_INPUT = "waveform"
 ERROR_OUTPUT = "error"
 
+# Request bodies and outputs up to this size are parsed / formatted on the event loop (about a
+# millisecond of work); larger ones in a worker thread.
+INLINE_WORK_BYTES = 256 * 1024
 # The page and its assets: file name -> content type.
 WEB_FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -343,7 +346,7 @@ class RestApi:
 
     async def predict(self, request: Request) -> Response:
         body = await self._read_body(request)
-        parsed = await self._in_thread(self._parse, body)
+        parsed = await self._off_loop(len(body), self._parse, body)
         del body
         if not parsed.inputs:
             outputs = await asyncio.to_thread(self.servable, parsed.signature, {})
@@ -362,7 +365,8 @@ class RestApi:
             outputs = dict(outputs, **{ERROR_OUTPUT: outputs[ERROR_OUTPUT].copy()})
             for row, message in parsed.refused.items():
                 outputs[ERROR_OUTPUT][row] = message.encode()
-        text = await self._in_thread(predict_response_json, outputs, parsed.row_format)
+        text = await self._off_loop(sum(map(_content_bytes, outputs.values())),
+                                    predict_response_json, outputs, parsed.row_format)
         return Response(text, media_type="application/json")
 
     def _parse(self, body: bytes) -> PredictRequest:
@@ -384,8 +388,17 @@ class RestApi:
                 raise too_large
         return bytes(body)
 
-    async def _in_thread(self, function, *args):
-        """Runs CPU-bound request work (JSON, base64) off the event loop, a few at a time."""
+    async def _off_loop(self, size: int, function, *args):
+        """Runs CPU-bound request work (JSON, base64) on `size` bytes: in place when small,
+        else in a worker thread, a few at a time.
+
+        A thread hop costs more than parsing a one-clip request (at 32 concurrent clients of
+        `benchmarks/serve_load.py`, 258 requests/s with every request's work in threads
+        against 282 with this); a large body would hold the event loop, and so every other
+        client, for as long as it takes to parse.
+        """
+        if size <= INLINE_WORK_BYTES:
+            return function(*args)
         if self._parsing is None:
             self._parsing = asyncio.Semaphore(self.options.max_parallel_parsing)
         async with self._parsing:
@@ -414,6 +427,15 @@ class RestApi:
 
     async def stats(self, request: Request) -> Response:
         return self._json({"batching": self.options.batching, **self.batcher.stats.as_dict()})
+
+
+def _content_bytes(value) -> int:
+    """Bytes an output holds, strings' contents included (an object array's `nbytes` counts
+    only its pointers)."""
+    array = np.asarray(value)
+    if array.dtype == object:
+        return sum(len(item) for item in array.flat)
+    return array.nbytes
 
 
 def _tf_message(error: Exception) -> str:
