@@ -316,6 +316,21 @@ def test_rows_sharing_a_rate_resample_together():
     assert not np.any(resampled[3])
 
 
+def test_a_short_file_downsampled_beside_longer_rows_at_the_target_rate():
+    """Regression, found by fuzzing classify_wav: the batched path's resampled rows were
+    narrower than the longest row already at the target rate, and the batch failed."""
+    rng = np.random.default_rng(7)
+    short, long = rng.normal(size=37).astype(np.float32), rng.normal(size=8000).astype(np.float32)
+    batch = np.zeros([2, 8000], np.float32)
+    batch[0, :37], batch[1] = short, long
+    resampled, lengths = resample_module.resample_rows(
+        tf.constant(batch), tf.constant([37, 8000]), tf.constant([44100, 16000]), 16000)
+    assert list(lengths.numpy()) == [14, 8000] and resampled.shape == (2, 8000)
+    np.testing.assert_allclose(resampled[0, :14], resample(short, 44100, 16000), atol=1e-6)
+    assert not np.any(resampled[0, 14:])
+    np.testing.assert_array_equal(resampled[1], long)
+
+
 def test_rows_upsampled_together_in_a_graph():
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
                                   tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])

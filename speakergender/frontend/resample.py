@@ -312,6 +312,12 @@ def resample(waveform: tf.Tensor, input_rate: int | tf.Tensor,
             lambda: _resample_one(waveform, input_rate, output_rate))
 
 
+def _to_width(rows: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """[rows, width]: cut or zero-padded on the right."""
+    rows = rows[:, :width]
+    return tf.pad(rows, [[0, 0], [0, width - tf.shape(rows)[1]]])
+
+
 def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
                   output_rate: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Resamples each row of a zero-padded batch from its own rate to `output_rate`.
@@ -350,9 +356,11 @@ def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
             with tf.control_dependencies([_check_rates(tf.constant(False), rate,
                                                        tf.constant(output_rate, tf.int64))]):
                 resampled = _resample_batch(waveforms, rate, tf.constant(output_rate, tf.int64))
-            resampled = resampled[:, :width]
-            untouched = waveforms[:, :width]
-            untouched = tf.pad(untouched, [[0, 0], [0, width - tf.shape(untouched)[1]]])
+            # Either side may be narrower than the widest new row: the resampled rows when a
+            # short file is downsampled beside longer rows at the target rate, the untouched
+            # ones when a file is upsampled.
+            resampled = _to_width(resampled, width)
+            untouched = _to_width(waveforms, width)
             mixed = tf.where(needed[:, tf.newaxis], resampled, untouched)
             valid = tf.range(width)[tf.newaxis, :] < new_lengths[:, tf.newaxis]
             return tf.where(valid, mixed, tf.zeros_like(mixed))
