@@ -1,7 +1,7 @@
 """The long fuzz run of the on-graph WAV decoder (tests/test_wav_fuzz.py is the short one).
 
     python benchmarks/fuzz_wav.py [--cases 100000] [--seconds 3600] [--seed 0] [--batch 64]
-                                  [--out fuzz-findings]
+                                  [--out fuzz-findings] [--model saved_models/NAME]
 
 Starts from valid files of every supported format (PCM 8/16/24/32, float 32/64, plain and
 EXTENSIBLE, mono and stereo, several rates and lengths, written by soundfile), mutates header
@@ -14,6 +14,10 @@ MAX_SAMPLE_RATE], finite values and zeros past its length; a failed row has a no
 naming one of the ERR_* problems, length 0, rate 0 and zeros; a file decodes alone as in its
 batch; no file takes longer than --case-seconds (batches that take longer are re-run file by
 file to find the slow one).
+
+With --model, every batch also goes through that exported model's `classify_wav` (decode,
+resample, frame, score): no exception, each file's `error` output is the decoder's message for
+it, and each decoded file gets a label and a probability in [0, 1].
 
 Prints the cases run, how many decoded, the errors by message, the slowest single case, peak
 RSS and any violation; each violating input is written to --out with a note beside it. Exits 1
@@ -37,6 +41,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from speakergender.frontend import wav
+from speakergender.model_dirs import latest_version_dir
 
 # The WAV helpers the fuzz test uses (chunk parsing), from the tests folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -201,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-every", type=int, default=50,
                         help="also decode every Nth file alone and compare")
     parser.add_argument("--out", type=Path, default=Path("fuzz-findings"))
+    parser.add_argument("--model", type=Path,
+                        help="also feed every batch to this exported model's classify_wav (a "
+                             "version folder, or a model folder for its latest version)")
     args = parser.parse_args(argv)
 
     decode_batch = tf.function(wav.try_decode_wav_batch,
@@ -209,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     bases = base_files()
     decode_batch(tf.constant([bases[0][1]]))  # tracing, outside the timings
     decode_one(tf.constant(bases[0][1]))
+    classify = None
+    if args.model:
+        saved = args.model if (args.model / "saved_model.pb").is_file() \
+            else latest_version_dir(args.model)
+        classify = tf.saved_model.load(str(saved)).signatures["classify_wav"]
+        classify(wav_bytes=tf.constant([bases[0][1]]))
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     mutator = Mutator(args.seed)
@@ -243,6 +257,27 @@ def main(argv: list[str] | None = None) -> int:
             violation(contents, what, f"took {took:.2f} s alone")
         return result
 
+    def check_classified(batch: list[bytes], whats: list[str], messages: list[str]) -> None:
+        began = time.perf_counter()
+        try:
+            outputs = classify(wav_bytes=tf.constant(batch))
+        except Exception as e:  # noqa: BLE001 - an exception is the finding
+            for contents, what in zip(batch, whats):
+                violation(contents, what, f"classify_wav raised {type(e).__name__}: {e}"[:2000])
+            return
+        counts["classify_wav seconds"] += time.perf_counter() - began
+        errors = [e.decode("utf-8", "replace") for e in outputs["error"].numpy()]
+        labels = [label.decode() for label in outputs["label"].numpy()]
+        probabilities = outputs["female_probability"].numpy()
+        for row, (contents, what) in enumerate(zip(batch, whats)):
+            if errors[row] != messages[row]:
+                violation(contents, what, f"classify_wav error {errors[row]!r}, decoder "
+                                          f"{messages[row]!r}")
+            elif not messages[row] and (labels[row] not in ("female", "male", "no speech")
+                                        or not 0.0 <= probabilities[row] <= 1.0):
+                violation(contents, what, f"classify_wav gave {labels[row]!r}, "
+                                          f"{probabilities[row]}")
+
     while cases < args.cases and time.perf_counter() - start < args.seconds:
         batch, whats = [], []
         for _ in range(min(args.batch, args.cases - cases)):
@@ -265,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             for contents, what in zip(batch, whats):
                 decode_alone(contents, what)
         waveforms, lengths, rates = waveforms.numpy(), lengths.numpy(), rates.numpy()
+        if classify is not None:
+            check_classified(batch, whats, [e.decode("utf-8", "replace")
+                                            for e in errors.numpy()])
         for row, (contents, what) in enumerate(zip(batch, whats)):
             message = errors.numpy()[row].decode("utf-8", "replace")
             counts[error_kind(message) if message else "decoded"] += 1
@@ -295,10 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decoded: {counts['decoded']}")
     print("errors by message:")
     for kind, count in counts.most_common():
-        if kind != "decoded":
+        if kind not in ("decoded", "classify_wav seconds"):
             print(f"  {count:8d}  {kind}")
     print(f"slowest batch: {slowest_batch[0]:.3f} s; slowest single case: {slowest_case[0]:.3f} s"
           f" ({slowest_case[1]}, {len(slowest_case[2])} bytes)")
+    if classify is not None:
+        print(f"classify_wav ({args.model}): every batch, "
+              f"{counts['classify_wav seconds']:.0f} s of the run")
     print(f"peak RSS: {peak_mb:.0f} MB (after tracing: {rss_start / 1024:.0f} MB)")
     print(f"violations: {len(violations)}" + (f", written to {args.out}" if violations else ""))
     for path, problem in violations[:20]:

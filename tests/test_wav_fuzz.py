@@ -1,5 +1,7 @@
 """Fuzzing speakergender.frontend.wav: valid files of every supported format, with header fields
-and the chunk table mutated, must decode or fail with a message, fast, never raise.
+and the chunk table mutated, must decode or fail with a message, fast, never raise; and an
+exported model's `classify_wav` must score them or name their problem, without disturbing the
+files beside them in the batch.
 
 The short, reproducible run lives here (derandomized, no example database); benchmarks/fuzz_wav.py
 is the long one.
@@ -24,11 +26,14 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from speakergender.frontend import wav
+from speakergender.model_dirs import latest_version_dir
 from wavfiles import parse_chunks
 
 SECONDS_PER_CASE = 5.0
 # The default suite's short run; WAV_FUZZ_EXAMPLES=5000 (say) runs a longer one, as reproducible.
 MAX_EXAMPLES = int(os.environ.get("WAV_FUZZ_EXAMPLES", "200"))
+# Through a whole exported model (decode, resample, frame, score): fewer, each costs more.
+CLASSIFY_EXAMPLES = int(os.environ.get("WAV_FUZZ_CLASSIFY_EXAMPLES", "40"))
 # No example database (settings below), and Hypothesis's other caches go outside the repository.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "speakergender-hypothesis")
 
@@ -249,3 +254,66 @@ def test_regression_non_finite_samples_are_named(base, position, value):
     contents = mutate(BASES[base], [], flips_to_write(base, position, value), None)
     _, _, error = decode_one(tf.constant(contents))
     assert error.numpy().decode() == f"{wav.ERR_NON_FINITE} (NaN or infinity as float32) at frame 1"
+
+
+# --- the same mutations through an exported model's classify_wav --------------------------------
+
+
+def _voice_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
+    rng = np.random.default_rng(5)
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(t.size)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+GOOD = _voice_wav()
+
+
+@pytest.fixture(scope="module")
+def classify(untrained_exported_model):
+    """The exported model's classify_wav, and its outputs for GOOD alone."""
+    signature = tf.saved_model.load(str(latest_version_dir(untrained_exported_model))) \
+        .signatures["classify_wav"]
+    alone = signature(wav_bytes=tf.constant([GOOD]))
+    _traced()
+    return signature, {name: value.numpy()[0] for name, value in alone.items()}
+
+
+@settings(max_examples=CLASSIFY_EXAMPLES, deadline=int(SECONDS_PER_CASE * 1000),
+          derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(base=st.sampled_from(BASE_KEYS),
+       mutations=st.lists(mutation(), max_size=6),
+       flips=st.lists(st.tuples(st.integers(0, 99), st.integers(1, 255)), max_size=4),
+       truncate_to=st.one_of(st.none(), st.integers(0, 400)))
+# A rate no common pair has (767,999 Hz: designed on graph, a 3-million-sample frame), one far
+# below speech rates, and a file that cannot be decoded at all.
+@example(base=("PCM_16", "WAV", 1, 16000), mutations=[("field", 4, "<I", 767_999)], flips=[],
+         truncate_to=None)
+@example(base=("PCM_16", "WAV", 1, 16000), mutations=[("field", 4, "<I", 1000)], flips=[],
+         truncate_to=None)
+@example(base=("PCM_16", "WAV", 1, 16000), mutations=[], flips=[], truncate_to=30)
+def test_classify_wav_scores_or_names_the_problem_and_spares_its_neighbours(
+        classify, base, mutations, flips, truncate_to):
+    signature, alone = classify
+    contents = mutate(BASES[base], mutations, flips, truncate_to)
+    start = time.perf_counter()
+    outputs = signature(wav_bytes=tf.constant([GOOD, contents, GOOD]))
+    took = time.perf_counter() - start
+    assert took < SECONDS_PER_CASE, took
+    errors = [e.decode("utf-8", "replace") for e in outputs["error"].numpy()]
+    expected_error = decode_batch(tf.constant([contents]))[3].numpy()[0].decode("utf-8",
+                                                                               "replace")
+    assert errors == ["", expected_error, ""]
+    probability = outputs["female_probability"].numpy()
+    labels = [label.decode() for label in outputs["label"].numpy()]
+    for row in (0, 2):  # the good file scores as it does alone
+        np.testing.assert_allclose(probability[row], alone["female_probability"], atol=1e-6)
+        assert labels[row] == alone["label"].decode()
+    if expected_error:
+        assert labels[1] == "" and outputs["duration_seconds"].numpy()[1] == 0
+    else:
+        assert labels[1] in ("female", "male", "no speech")
+        assert 0.0 <= probability[1] <= 1.0 and outputs["duration_seconds"].numpy()[1] > 0
