@@ -16,7 +16,7 @@ SHARED_YAMNET_TFLITE = SHARED_DIR / "models" / "yamnet" / "yamnet.tflite"
 
 # Scheduling on pytest-xdist's workers (setup.cfg: `-n 3 --dist loadfile`): each test file
 # is one unit of work, so its module fixtures and the training runs it caches are built once,
-# on one worker. Files that train or export models start first, longest first, so that both
+# on one worker. Files that train or export models start first, longest first, so that the
 # workers finish at about the same time.
 LONGEST_FILES_FIRST = ("test_notebooks.py", "test_train.py", "test_multicorpus.py",
                        "test_backbone_training.py", "test_evaluate.py", "test_export.py")
