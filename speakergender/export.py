@@ -6,6 +6,8 @@ gives these signatures (see the README for their inputs and outputs):
 - `serving_default(waveform)`: float32 [batch, samples] at the model's sample rate;
 - `classify_wav(wav_bytes)`: string [batch] of WAV file contents, any format and rate;
 - `window_features(wav_bytes)`: the features the classifier sees for every window of each file;
+- `summarize_windows(window_logits, window_level_db, window_count)`: `classify_wav`'s outputs
+  from windows scored in blocks (long recordings, `speakergender.streaming`);
 - `metadata()`: the model's configuration as JSON, its sample rate, window length and
   model card (Markdown).
 
@@ -84,8 +86,8 @@ class GenderClassifierModule(tf.Module):
         """Scores conditioned recordings window by window.
 
         Args:
-          recordings: float32 [batch, samples] at the model's rate, DC removed
-            (`decoding.remove_dc_offsets`), zero past each row's length.
+          recordings: float32 [batch, samples] at the model's rate (`decoding.decode_recordings`),
+            zero past each row's length.
           lengths: int32 [batch], each recording's own length in samples.
 
         Returns:
@@ -98,12 +100,20 @@ class GenderClassifierModule(tf.Module):
         params = self.front_end
         framed, levels_db, window_count = self._frame(recordings, lengths)
         batch, count = tf.shape(framed)[0], tf.shape(framed)[1]
-        own_window = tf.sequence_mask(window_count, count)
-        sounding = windows.sounding_window_mask(
-            levels_db, window_count, params.serving_gate_db, params.silence_floor_dbfs)
         window_logits = tf.reshape(
             self.classifier(tf.reshape(framed, [-1, params.clip_samples]), training=False),
             [batch, count]) / self.temperature + self.bias
+        return self._summarize(window_logits, levels_db, window_count)
+
+    def _summarize(self, window_logits: tf.Tensor, levels_db: tf.Tensor,
+                   window_count: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A recording's outputs from its windows' calibrated logits and levels: `score_recordings`
+        after the classifier. Windows are independent (each its own DC offset), so the windows
+        of a recording scored in blocks give what scoring it whole gives."""
+        params = self.front_end
+        own_window = tf.sequence_mask(window_count, tf.shape(window_logits)[1])
+        sounding = windows.sounding_window_mask(
+            levels_db, window_count, params.serving_gate_db, params.silence_floor_dbfs)
         has_sound = tf.reduce_any(sounding, axis=1)
         # A silent recording still gets a probability (from all its windows) but no gender.
         weights = tf.cast(sounding | (own_window & ~has_sound[:, tf.newaxis]), tf.float32)
@@ -127,7 +137,8 @@ class GenderClassifierModule(tf.Module):
         """Every window the model scores: float32 [batch, windows, clip_samples], their levels
         [batch, windows] and each recording's window count [batch]."""
         return windows.frame_windows(recordings, lengths, self.front_end.clip_samples,
-                                     self.front_end.window_hop_samples)
+                                     self.front_end.window_hop_samples,
+                                     self.front_end.remove_dc_offset)
 
     def _windows_disagree(self, probabilities: tf.Tensor, sounding: tf.Tensor,
                           levels_db: tf.Tensor) -> tf.Tensor:
@@ -151,8 +162,7 @@ class GenderClassifierModule(tf.Module):
     def serve_waveform(self, waveform):
         """float32 [batch, samples] at the model's rate, in [-1, 1]."""
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])
-        return self.score_recordings(
-            decoding.remove_dc_offsets(waveform, None, self.front_end), lengths)
+        return self.score_recordings(waveform, lengths)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
                  autograph=False)
@@ -165,6 +175,16 @@ class GenderClassifierModule(tf.Module):
         outputs["error"] = errors
         outputs["duration_seconds"] = tf.cast(lengths, tf.float32) / self.front_end.sample_rate
         return outputs
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="window_logits"),
+        tf.TensorSpec([None, None], tf.float32, name="window_level_db"),
+        tf.TensorSpec([None], tf.int32, name="window_count")], autograph=False)
+    def summarize_windows(self, window_logits, window_level_db, window_count):
+        """`classify_wav`'s outputs from the windows of recordings scored in blocks: the
+        `window_logits` and `window_level_db` each block's `classify_wav` gave, joined in order
+        (see `speakergender.streaming`)."""
+        return self._summarize(window_logits, window_level_db, window_count)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
                  autograph=False)
@@ -232,6 +252,7 @@ def export_model(module: GenderClassifierModule, model_dir: str | Path,
             "serving_default": module.serve_waveform,
             "classify_wav": module.classify_wav,
             "window_features": module.window_features,
+            "summarize_windows": module.summarize_windows,
             "metadata": module.metadata,
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)

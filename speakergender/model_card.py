@@ -127,8 +127,8 @@ def _calibration(result: dict) -> list[str]:
 def _front_end(front_end: dict, training: dict) -> list[str]:
     augment = training.get("augment") or {}
     return ["## Front end and training", "",
-            f"- Input: any WAV (resampled to {front_end['sample_rate']} Hz, mixed to mono, DC "
-            f"offset removed); {front_end['clip_seconds']} s windows, "
+            f"- Input: any WAV (resampled to {front_end['sample_rate']} Hz, mixed to mono); "
+            f"each window loses its own DC offset; {front_end['clip_seconds']} s windows, "
             f"{front_end['feature_type']} features, normalisation: "
             f"{front_end.get('feature_normalization', 'none')}.",
             f"- Model: {training['model']}; seed {training['seed']}; clips weighted so that "

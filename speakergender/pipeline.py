@@ -1,6 +1,7 @@
 """tf.data: recording paths -> conditioned waveform windows, all on graph.
 
-paths -> read -> batch -> decode -> resample -> DC removal -> crop/pad -> (augment) -> windows.
+paths -> read -> batch -> decode -> resample -> crop/pad (each window loses its own DC offset) ->
+(augment) -> windows.
 The pipeline stops at waveform windows [batch, clip_samples]: features are made by the model's
 own front-end layer, so training and serving share them and an accelerator computes them.
 Only reading happens file by file; everything after it runs on a whole batch at once, since
@@ -211,7 +212,8 @@ def make_dataset(
     decode_size = decode_batch_size(paths, batch_size)
     dataset = _decoded_batches(paths, labels_of(table), params, decode_size, skip_log)
     cut = functools.partial(windows.speech_windows, length=params.clip_samples,
-                            hop=params.stft_hop_samples, relative_gate_db=params.crop_gate_db)
+                            hop=params.stft_hop_samples, relative_gate_db=params.crop_gate_db,
+                            remove_dc=params.remove_dc_offset)
 
     if training:
         # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
@@ -276,8 +278,8 @@ def recordings_dataset(
       skip_log: where skipped files are logged and counted.
 
     Returns:
-      A dataset of (path string [], waveform float32 [samples] at params.sample_rate, DC
-      removed); undecodable files are skipped and logged.
+      A dataset of (path string [], waveform float32 [samples] at params.sample_rate);
+      undecodable files are skipped and logged.
     """
     skip_log = skip_log or SkipLog()
     paths = np.asarray(paths, dtype=str)

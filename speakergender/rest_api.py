@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import importlib.resources
 import json
 import logging
@@ -39,8 +38,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from speakergender import batching, model_card, serving
-from speakergender.frontend import wav as wav_limits
 from speakergender.server_options import ServerOptions
+from speakergender.wav_layout import layout_of_bytes
 from speakergender.tfserving_json import (DEFAULT_SIGNATURE, ApiError, PredictRequest,
                                           batch_rows, input_location, parse_predict_request,
                                           predict_response_json, signature_defs, spec_info)
@@ -127,49 +126,6 @@ def silent_wav(rate: int, frames: int) -> bytes:
     return header + data
 
 
-# --- WAV headers ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class WavHeader:
-    seconds: float
-    samples: int  # frames x channels: what decoding allocates before resampling
-
-
-def read_wav_header(data: bytes) -> WavHeader | None:
-    """Duration and sample count a WAV file's header declares, read without decoding.
-
-    Walks the RIFF chunks as the model's decoder does (`speakergender.frontend.wav`); None
-    where the decoder would reject the file before decoding any samples (not RIFF/WAVE, no
-    fmt or data chunk, a data chunk longer than the file, a zero rate or frame size), so a
-    None file costs the model nothing.
-    """
-    size = len(data)
-    if size < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    pos, fmt, data_chunk = 12, None, None
-    for _ in range(wav_limits.MAX_CHUNKS):
-        if pos + 8 > size or (fmt and data_chunk):
-            break
-        chunk_id = data[pos:pos + 4]
-        (chunk_size,) = struct.unpack_from("<I", data, pos + 4)
-        if chunk_id == b"fmt " and fmt is None:
-            fmt = (pos + 8, chunk_size)
-        elif chunk_id == b"data" and data_chunk is None:
-            data_chunk = (pos + 8, chunk_size)
-        if pos + 8 + chunk_size > size:
-            break
-        pos += 8 + chunk_size + (chunk_size & 1)
-    if not fmt or not data_chunk or fmt[1] < 16 or fmt[0] + 16 > size:
-        return None
-    _, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, fmt[0])
-    data_pos, data_size = data_chunk
-    if data_size > size - data_pos or rate == 0 or channels == 0:
-        return None
-    frames = data_size // max(channels * (bits // 8), 1)
-    return WavHeader(seconds=frames / rate, samples=frames * channels)
-
-
 # --- limits -----------------------------------------------------------------------------------
 
 
@@ -188,7 +144,7 @@ def check_limits(request: PredictRequest, servable: Servable, options: ServerOpt
                 max_bytes = max(max_bytes, len(item))
             if name == WAV_INPUT and array.ndim == 1:
                 for row, item in enumerate(array):
-                    header = read_wav_header(item)
+                    header = layout_of_bytes(item)
                     if header is None:
                         continue  # the model reports what is wrong with it
                     if header.seconds > options.max_duration_seconds:

@@ -16,12 +16,16 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from speakergender import streaming
 from speakergender.model_dirs import latest_version_dir
 
 DEFAULT_MODELS_DIR = Path("saved_models")
 WAV_SUFFIXES = (".wav", ".wave")
 # Read through soundfile, where it is installed, and handed to the model as float WAV bytes.
 OTHER_AUDIO_SUFFIXES = (".flac", ".ogg", ".oga", ".aiff", ".aif")
+# Blocks of a long recording per model call: two 30 s blocks at 48 kHz keep a call's decoding
+# and resampling buffers to a few hundred megabytes.
+BLOCKS_PER_CALL = 2
 
 
 @dataclasses.dataclass
@@ -40,6 +44,11 @@ class LoadedModel:
     @property
     def classify_wav(self):
         return self.module.signatures["classify_wav"]
+
+    @property
+    def window_hop_samples(self) -> int:
+        hop_seconds = self.config.get("front_end", {}).get("window_hop_seconds", 0.48)
+        return int(round(hop_seconds * self.sample_rate))
 
     @property
     def parameter_count(self) -> int:
@@ -155,7 +164,8 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
 
     Files are read here and decoded, resampled and scored inside the model's graph, a batch
     per call; a file that cannot be read or decoded yields a result with `error` set and never
-    stops the others.
+    stops the others. Long WAV recordings are scored a block at a time (`streaming`), in
+    bounded memory, with the result of scoring them whole.
 
     Args:
       model: a loaded SavedModel.
@@ -166,35 +176,104 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
     Yields:
       One FileResult per file, in order.
     """
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        contents, read_errors = [], {}
-        for index, path in enumerate(chunk):
-            try:
-                contents.append(read_as_wav_bytes(path))
-            except (OSError, ValueError) as error:
-                read_errors[index] = str(getattr(error, "strerror", None) or error)
-                contents.append(b"")
-        began = time.perf_counter()
-        outputs = model.classify_wav(wav_bytes=tf.constant(contents))
-        if timings is not None:
-            timings.append(time.perf_counter() - began)
-        outputs = {key: value.numpy() for key, value in outputs.items()}
-        window_probabilities = 1.0 / (1.0 + np.exp(-outputs["window_logits"]))
-        for index, path in enumerate(chunk):
-            error = read_errors.get(index) or outputs["error"][index].decode()
-            if error:
-                yield FileResult(str(path), error=error)
-                continue
-            windows = int(outputs["window_count"][index])
-            yield FileResult(
-                str(path), label=outputs["label"][index].decode(),
-                female_probability=float(outputs["female_probability"][index]),
-                duration_seconds=float(outputs["duration_seconds"][index]),
-                window_probabilities=window_probabilities[index, :windows].tolist(),
-                window_sounding=outputs["window_sounding"][index, :windows].tolist(),
-                # Absent from models exported before it was added.
-                window_level_db=outputs["window_level_db"][index, :windows].tolist()
-                if "window_level_db" in outputs else [],
-                windows_disagree=bool(outputs["windows_disagree"][index])
-                if "windows_disagree" in outputs else None)
+    whole = []
+    for path in files:
+        blocks = plan_blocks(model, path)
+        if not blocks:
+            whole.append(path)
+            if len(whole) == batch_size:
+                yield from _classify_whole(model, whole, timings)
+                whole = []
+            continue
+        yield from _classify_whole(model, whole, timings)
+        whole = []
+        yield _classify_blocks(model, blocks, timings)
+    yield from _classify_whole(model, whole, timings)
+
+
+def plan_blocks(model: LoadedModel, path: str | Path) -> list[streaming.Block]:
+    """The blocks a long recording is scored in; [] for files scored whole (and for every file
+    with models exported before windows could be scored in blocks)."""
+    if "summarize_windows" not in model.module.signatures:
+        return []
+    return streaming.plan_blocks(path, model.sample_rate, model.clip_samples,
+                                 model.window_hop_samples, streaming.BLOCK_SECONDS)
+
+
+def _run(model: LoadedModel, contents: list[bytes], timings: list[float] | None) -> dict:
+    began = time.perf_counter()
+    outputs = model.classify_wav(wav_bytes=tf.constant(contents))
+    if timings is not None:
+        timings.append(time.perf_counter() - began)
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _classify_whole(model: LoadedModel, files: Sequence[Path],
+                    timings: list[float] | None) -> Iterator[FileResult]:
+    if not files:
+        return
+    contents, read_errors = [], {}
+    for index, path in enumerate(files):
+        try:
+            contents.append(read_as_wav_bytes(path))
+        except (OSError, ValueError) as error:
+            read_errors[index] = str(getattr(error, "strerror", None) or error)
+            contents.append(b"")
+    outputs = _run(model, contents, timings)
+    for index, path in enumerate(files):
+        yield file_result(str(path), outputs, index, read_errors.get(index, ""))
+
+
+def _classify_blocks(model: LoadedModel, blocks: list[streaming.Block],
+                     timings: list[float] | None) -> FileResult:
+    scored = []
+    for start in range(0, len(blocks), BLOCKS_PER_CALL):
+        chunk = blocks[start:start + BLOCKS_PER_CALL]
+        try:
+            contents = [block.read() for block in chunk]
+        except OSError as error:
+            return FileResult(chunk[0].path, error=str(error.strerror or error))
+        outputs = _run(model, contents, timings)
+        scored.extend((block, {key: value[index] for key, value in outputs.items()})
+                      for index, block in enumerate(chunk))
+    return combine_blocks(model, scored)
+
+
+def combine_blocks(model: LoadedModel, scored: list[tuple[streaming.Block, dict]]) -> FileResult:
+    """One recording's result from its blocks' `classify_wav` outputs (one row each, numpy),
+    equal to what scoring the recording whole gives."""
+    scored = sorted(scored, key=lambda item: item[0].index)
+    first = scored[0][0]
+    for block, row in scored:
+        if row["error"]:
+            return FileResult(first.path, error=block.recording_error(row["error"].decode()))
+    logits = np.concatenate([block.owned(row["window_logits"]) for block, row in scored])
+    levels = np.concatenate([block.owned(row["window_level_db"]) for block, row in scored])
+    outputs = model.module.signatures["summarize_windows"](
+        window_logits=tf.constant(logits[np.newaxis]), window_level_db=tf.constant(levels[np.newaxis]),
+        window_count=tf.constant([len(logits)], tf.int32))
+    outputs = {key: value.numpy() for key, value in outputs.items()}
+    outputs["error"] = np.array([b""])
+    outputs["duration_seconds"] = np.array(
+        [np.float32(first.recording_samples) / np.float32(model.sample_rate)])
+    return file_result(first.path, outputs, 0)
+
+
+def file_result(path: str, outputs: dict, index: int, read_error: str = "") -> FileResult:
+    """Row `index` of `classify_wav`'s outputs (numpy) as a FileResult."""
+    error = read_error or outputs["error"][index].decode()
+    if error:
+        return FileResult(path, error=error)
+    windows = int(outputs["window_count"][index])
+    window_probabilities = 1.0 / (1.0 + np.exp(-outputs["window_logits"][index, :windows]))
+    return FileResult(
+        path, label=outputs["label"][index].decode(),
+        female_probability=float(outputs["female_probability"][index]),
+        duration_seconds=float(outputs["duration_seconds"][index]),
+        window_probabilities=window_probabilities.tolist(),
+        window_sounding=outputs["window_sounding"][index, :windows].tolist(),
+        # Absent from models exported before it was added.
+        window_level_db=outputs["window_level_db"][index, :windows].tolist()
+        if "window_level_db" in outputs else [],
+        windows_disagree=bool(outputs["windows_disagree"][index])
+        if "windows_disagree" in outputs else None)

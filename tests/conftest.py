@@ -49,6 +49,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: file order, then test order, within a rank
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs the suite in one process
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None

@@ -1,4 +1,4 @@
-"""frontend.decoding: the one DC removal, and files to conditioned recordings."""
+"""frontend.decoding: files to recordings at the model's rate; DC removal in the windows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from speakergender.config import FrontEndParams
-from speakergender.frontend import decoding, features
+from speakergender.frontend import decoding, features, windows
 
 RATE = 16000
 YAMNET = FrontEndParams.yamnet()
@@ -18,7 +18,9 @@ def test_dc_offset_is_removed():
     offset = sine - np.float32(0.085)
 
     def prepared_features(waveform, params=YAMNET):
-        prepared = decoding.remove_dc_offsets(tf.constant(waveform[np.newaxis]), None, params)
+        batch = tf.constant(waveform[np.newaxis])
+        prepared = windows.cut_windows(batch, tf.constant([len(waveform)]), tf.constant([[0]]),
+                                       len(waveform), params.remove_dc_offset)[:, 0]
         return features.waveform_to_features(prepared, params).numpy()[0]
 
     clean = prepared_features(sine)
@@ -28,19 +30,7 @@ def test_dc_offset_is_removed():
     assert np.max(np.abs(prepared_features(offset, no_removal) - clean)) > 0.5
 
 
-def test_remove_dc_offsets_per_row():
-    rows = tf.constant([[1.0, 2.0, 3.0], [-1.0, -1.0, 5.0]])
-    np.testing.assert_allclose(decoding.remove_dc_offsets(rows, None, YAMNET).numpy(),
-                               [[-1.0, 0.0, 1.0], [-2.0, -2.0, 4.0]], atol=1e-6)
-
-
-def test_padding_stays_silent_and_out_of_the_dc_offset():
-    batch = tf.constant([[1.0, 2.0, 3.0, 0.0], [5.0, 5.0, 0.0, 0.0]])
-    prepared = decoding.remove_dc_offsets(batch, tf.constant([3, 2]), YAMNET).numpy()
-    np.testing.assert_allclose(prepared, [[-1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
-
-
-def test_decode_recordings_resamples_and_removes_the_offset(tmp_path):
+def test_decode_recordings_resamples_and_keeps_the_offset_for_the_windows(tmp_path):
     import wavfiles
 
     t = np.arange(24000) / 48000
@@ -50,7 +40,9 @@ def test_decode_recordings_resamples_and_removes_the_offset(tmp_path):
         tf.constant([path.read_bytes(), b"not a wav"]), YAMNET)
     assert lengths.numpy().tolist() == [8000, 0]
     assert errors.numpy()[0] == b"" and errors.numpy()[1] != b""
-    assert abs(float(np.mean(waveforms.numpy()[0, :8000]))) < 1e-4
+    # The offset survives decoding (resampling keeps DC); each window removes its own.
+    assert abs(float(np.mean(waveforms.numpy()[0, 500:7500])) - 0.05) < 1e-3
     # A 300 Hz tone keeps its level through the 48 -> 16 kHz resampler.
-    rms = float(np.sqrt(np.mean(waveforms.numpy()[0, 2000:6000] ** 2)))
+    middle = waveforms.numpy()[0, 2000:6000]
+    rms = float(np.sqrt(np.mean((middle - middle.mean()) ** 2)))
     assert abs(rms - 0.3 / np.sqrt(2)) < 0.003

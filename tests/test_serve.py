@@ -30,6 +30,7 @@ import uvicorn
 import helpers
 import wavfiles
 from speakergender import batching, rest_api, serve, serving, synthetic, tfserving_json
+from speakergender.wav_layout import layout_of_bytes
 
 RATE = 16000
 ATOL = 1e-6
@@ -423,22 +424,22 @@ def test_too_long_recordings(strict_url, name, loaded, wavs):
         assert response.status_code == 413 and "padded" in response.json()["error"]
 
 
-def test_wav_header_reader_agrees_with_soundfile(tmp_path, wavs):
+def test_wav_layout_agrees_with_soundfile(tmp_path, wavs):
     x = voice(1.3, "female", 5)
     for subtype, rate, channels in [("PCM_16", 16000, 1), ("PCM_24", 44100, 2),
                                     ("FLOAT", 8000, 1), ("PCM_U8", 22050, 3)]:
         path = tmp_path / f"{subtype}.wav"
         wavfiles.write_wav(path, np.stack([x] * channels, axis=1), rate, subtype)
-        header = rest_api.read_wav_header(path.read_bytes())
+        layout = layout_of_bytes(path.read_bytes())
         info = sf.info(str(path))
-        assert abs(header.seconds - info.frames / info.samplerate) < 1e-9
-        assert header.samples == info.frames * channels
-    assert rest_api.read_wav_header(b"") is None
-    assert rest_api.read_wav_header(helpers.CORRUPT_WAV) is None
+        assert abs(layout.seconds - info.frames / info.samplerate) < 1e-9
+        assert layout.frames == info.frames and layout.channels == channels
+    assert layout_of_bytes(b"") is None
+    assert layout_of_bytes(helpers.CORRUPT_WAV) is None
     # A header claiming more data than the file holds costs nothing: the decoder refuses it.
     lying = wavfiles.riff(wavfiles.chunk(b"fmt ", wavfiles.fmt_payload()),
                           b"data" + (2**31).to_bytes(4, "little") + bytes(100))
-    assert rest_api.read_wav_header(lying) is None
+    assert layout_of_bytes(lying) is None
 
 
 def test_request_timeout_answers_504(servable, name, wavs):

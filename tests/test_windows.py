@@ -183,16 +183,40 @@ def test_window_levels_db():
     np.testing.assert_allclose(half, [[-6.0206]], atol=1e-3)
 
 
-def test_window_levels_db_equal_the_rms_of_the_cut_windows():
+@pytest.mark.parametrize("remove_dc", [False, True])
+def test_window_levels_db_equal_the_rms_of_the_cut_windows(remove_dc):
     rng = np.random.default_rng(3)
-    batch = rng.normal(0, 0.1, [2, 50]).astype(np.float32) * np.arange(50) / 50
+    batch = (rng.normal(0.05, 0.1, [2, 50]) * np.arange(50) / 50).astype(np.float32)
     lengths = tf.constant([50, 31])
     batch[1, 31:] = 0
     starts = tf.constant([[-5, 0, 17, 40], [-20, 3, 25, 30]])
-    cut = windows.cut_windows(tf.constant(batch), lengths, starts, 12).numpy()
+    cut = windows.cut_windows(tf.constant(batch), lengths, starts, 12, remove_dc).numpy()
     expected = 10 * np.log10(np.mean(cut.astype(np.float64) ** 2, axis=-1) + 1e-12)
-    np.testing.assert_allclose(windows.window_levels_db(batch, lengths, starts, 12), expected,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        windows.window_levels_db(batch, lengths, starts, 12, remove_dc), expected, atol=1e-4)
+
+
+def test_each_window_loses_the_mean_of_its_own_samples_and_its_padding_stays_zero():
+    batch = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [7.0, 9.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    cut = windows.cut_windows(tf.constant(batch), tf.constant([6, 2]),
+                              tf.constant([[0, 3], [-1, 1]]), 3, remove_dc=True).numpy()
+    np.testing.assert_allclose(cut, [[[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]],
+                                     [[0.0, -1.0, 1.0], [0.0, 0.0, 0.0]]], atol=1e-6)
+
+
+def test_a_window_depends_on_its_own_samples_alone():
+    """What block-by-block scoring of long recordings rests on: the same window cut from a
+    recording and from any stretch of it that holds the window is the same window."""
+    rng = np.random.default_rng(5)
+    recording = (rng.normal(0.0, 0.1, 400) + np.linspace(-0.3, 0.2, 400)).astype(np.float32)
+    length, hop = 40, 20
+    framed, levels, _ = windows.frame_windows(recording[np.newaxis], tf.constant([400]), length,
+                                              hop, remove_dc=True)
+    stretch = recording[100:260]
+    part, part_levels, count = windows.frame_windows(stretch[np.newaxis], tf.constant([160]),
+                                                     length, hop, remove_dc=True)
+    np.testing.assert_allclose(part[0, :7], framed[0, 5:12], atol=1e-6)
+    np.testing.assert_allclose(part_levels[0, :7], levels[0, 5:12], atol=1e-4)
 
 
 def test_sounding_window_mask():

@@ -66,6 +66,14 @@ _COMMON_PAIRS = tuple([(rate, 16000) for rate in _COMMON_RATES]
 _MAX_TABLE_ELEMENTS = 1 << 21
 
 
+def reach_seconds(input_rate: int, output_rate: int) -> float:
+    """How far around an output instant the input matters: half the filter's length, in
+    seconds. Outputs further than this from either end of an input depend on nothing outside
+    it, so a long input resampled in overlapping pieces gives what it gives whole."""
+    scale = input_rate / min(input_rate, output_rate)
+    return (math.ceil(_HALF_WIDTH * scale) + 2) / input_rate
+
+
 def _pow2_ceil(x: int) -> int:
     return 1 << max(int(x) - 1, 0).bit_length()
 

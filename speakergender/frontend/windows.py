@@ -10,6 +10,12 @@ One module for both sides of the model:
 Both place windows by their start sample (`window_starts`), measure them with one level function
 (`window_levels_db`) and cut them with one gather (`cut_windows`). A recording shorter than a
 window is centred in it, on both sides.
+
+The DC offset is removed window by window (`remove_dc`): each window loses the mean of its own
+samples, so a window depends on nothing outside it, and a long recording scored block by block
+(`speakergender.streaming`) gives the windows it gives whole. A recorder's offset is constant over
+a window of a second, so this removes what a whole-recording mean would, and nothing of the
+voice (its lowest component is a period of one window, far below any voice).
 """
 
 from __future__ import annotations
@@ -56,34 +62,42 @@ def window_count(lengths: tf.Tensor, length: int, hop: int) -> tf.Tensor:
 
 
 def window_levels_db(waveforms: tf.Tensor, lengths: tf.Tensor, starts: tf.Tensor,
-                     length: int) -> tf.Tensor:
+                     length: int, remove_dc: bool = False) -> tf.Tensor:
     """RMS level (dBFS) of windows given by their starts; samples outside a recording are zero.
 
-    Computed from a running sum of squares, so measuring every candidate start of a long
-    recording costs one pass over it, not one per window.
+    Computed from running sums, so measuring every candidate start of a long recording costs
+    one pass over it, not one per window.
 
     Args:
       waveforms: float32 [batch, samples], each row zero past its length.
       lengths: int32 [batch], samples in each row.
       starts: int32 [batch, windows], may be negative or reach past a recording's end.
       length: window length in samples.
+      remove_dc: measure each window with its own mean removed, as `cut_windows` cuts it.
 
     Returns:
       float32 [batch, windows]; a silent window is -120 dBFS.
     """
     lengths = tf.cast(lengths, tf.int32)[:, tf.newaxis]
-    # float64: a long recording's running sum must keep a quiet window's energy.
-    running = tf.pad(tf.cumsum(tf.square(tf.cast(waveforms, tf.float64)), axis=1),
-                     [[0, 0], [1, 0]])
     first = tf.clip_by_value(starts, 0, lengths)
     last = tf.clip_by_value(starts + length, 0, lengths)
-    energy = (tf.gather(running, last, batch_dims=1) - tf.gather(running, first, batch_dims=1))
+
+    def window_sums(values):
+        # float64: a long recording's running sum must keep a quiet window's energy.
+        running = tf.pad(tf.cumsum(values, axis=1), [[0, 0], [1, 0]])
+        return tf.gather(running, last, batch_dims=1) - tf.gather(running, first, batch_dims=1)
+
+    samples = tf.cast(waveforms, tf.float64)
+    energy = window_sums(tf.square(samples))
+    if remove_dc:
+        inside = tf.cast(last - first, tf.float64)
+        energy -= tf.math.divide_no_nan(tf.square(window_sums(samples)), inside)
     power = tf.maximum(energy, 0.0) / length
     return tf.cast(10.0 * tf.math.log(power + 1e-12) / _LOG10, tf.float32)
 
 
 def cut_windows(waveforms: tf.Tensor, lengths: tf.Tensor, starts: tf.Tensor,
-                length: int) -> tf.Tensor:
+                length: int, remove_dc: bool = False) -> tf.Tensor:
     """The windows at `starts`, zero where one reaches outside its recording.
 
     Args:
@@ -91,6 +105,8 @@ def cut_windows(waveforms: tf.Tensor, lengths: tf.Tensor, starts: tf.Tensor,
       lengths: int32 [batch], samples in each row.
       starts: int32 [batch, windows].
       length: window length in samples.
+      remove_dc: subtract from each window the mean of its samples inside the recording (the
+        rest stays zero).
 
     Returns:
       float32 [batch, windows, length].
@@ -102,14 +118,20 @@ def cut_windows(waveforms: tf.Tensor, lengths: tf.Tensor, starts: tf.Tensor,
 
     def gather():
         # Masked rather than padded: padding would copy every whole recording for one window.
-        taken = tf.gather(waveforms, tf.clip_by_value(index, 0, width - 1), batch_dims=1)
-        return tf.where(inside, taken, 0.0)
+        taken = tf.where(inside, tf.gather(waveforms, tf.clip_by_value(index, 0, width - 1),
+                                           batch_dims=1), 0.0)
+        if remove_dc:
+            count = tf.reduce_sum(tf.cast(inside, tf.float32), axis=-1, keepdims=True)
+            mean = tf.math.divide_no_nan(tf.reduce_sum(taken, axis=-1, keepdims=True), count)
+            taken = tf.where(inside, taken - mean, 0.0)
+        return taken
 
     return tf.cond(width > 0, gather, lambda: tf.zeros(tf.shape(index), tf.float32))
 
 
 def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: int,
-                   relative_gate_db: float, seed: tf.Tensor | None = None) -> tf.Tensor:
+                   relative_gate_db: float, seed: tf.Tensor | None = None,
+                   remove_dc: bool = False) -> tf.Tensor:
     """One window per recording that carries its speech rather than its pauses, for a batch.
 
     Candidate windows of a recording longer than `length` start every `hop` samples; those
@@ -125,6 +147,7 @@ def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: i
       hop: spacing of candidate starts in samples.
       relative_gate_db: how far below the loudest window a candidate may be.
       seed: int [2] stateless seed, or None for the deterministic choice.
+      remove_dc: see `cut_windows`.
 
     Returns:
       float32 [batch, length], zero where the window reaches past its recording.
@@ -133,8 +156,8 @@ def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: i
     batch = tf.shape(waveforms)[0]
     starts, counts = window_starts(lengths, length, hop, with_tail=False)
     is_candidate = tf.range(tf.shape(starts)[1])[tf.newaxis, :] < counts[:, tf.newaxis]
-    levels = tf.where(is_candidate, window_levels_db(waveforms, lengths, starts, length),
-                      -math.inf)
+    levels = tf.where(is_candidate,
+                      window_levels_db(waveforms, lengths, starts, length, remove_dc), -math.inf)
     if seed is None:
         choice = tf.argmax(levels, axis=1, output_type=tf.int32)
         start = tf.gather(starts, choice, batch_dims=1)
@@ -148,11 +171,11 @@ def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: i
             room // hop + 1, tf.float32)
         shift = tf.minimum(tf.cast(fraction, tf.int32), room // hop) * hop
         start = tf.where(lengths < length, shift - room, tf.gather(starts, draw, batch_dims=1))
-    return cut_windows(waveforms, lengths, start[:, tf.newaxis], length)[:, 0]
+    return cut_windows(waveforms, lengths, start[:, tf.newaxis], length, remove_dc)[:, 0]
 
 
-def frame_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: int
-                  ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def frame_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: int,
+                  remove_dc: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Every window of each recording (see `window_starts`, with its tail), and their levels.
 
     Args:
@@ -160,6 +183,7 @@ def frame_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: in
       lengths: int32 [batch], samples in each row.
       length: window length in samples.
       hop: samples between window starts.
+      remove_dc: see `cut_windows`.
 
     Returns:
       float32 [batch, windows, length] windows, with windows >= 1 (a row's windows past its
@@ -167,8 +191,8 @@ def frame_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: in
       each recording's window count.
     """
     starts, counts = window_starts(lengths, length, hop, with_tail=True)
-    return (cut_windows(waveforms, lengths, starts, length),
-            window_levels_db(waveforms, lengths, starts, length), counts)
+    return (cut_windows(waveforms, lengths, starts, length, remove_dc),
+            window_levels_db(waveforms, lengths, starts, length, remove_dc), counts)
 
 
 def sounding_window_mask(levels_db: tf.Tensor, counts: tf.Tensor, relative_gate_db: float,
