@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,9 +24,13 @@ DEFAULT_MODELS_DIR = Path("saved_models")
 WAV_SUFFIXES = (".wav", ".wave")
 # Read through soundfile, where it is installed, and handed to the model as float WAV bytes.
 OTHER_AUDIO_SUFFIXES = (".flac", ".ogg", ".oga", ".aiff", ".aif")
-# Blocks of a long recording per model call: two 30 s blocks at 48 kHz keep a call's decoding
-# and resampling buffers to a few hundred megabytes.
-BLOCKS_PER_CALL = 2
+# Blocks of a long recording per model call. With `streaming.BLOCK_SECONDS` it bounds a call's
+# decoding, resampling and framing buffers, which come on top of the ~0.9 GB that TensorFlow
+# and a loaded model take before any audio.
+BLOCKS_PER_CALL = 1
+# Files scored whole go to the model in batches of at most this many bytes (and `batch_size`
+# files): 32 one-minute 48 kHz files in one call would take 2 GB more.
+MAX_BATCH_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -138,7 +143,9 @@ def read_as_wav_bytes(path: Path) -> bytes:
     try:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises its own error types
-        raise ValueError(f"soundfile cannot read it: {error}") from error
+        # libsndfile's own words; str(error) would name the in-memory buffer's address.
+        reason = getattr(error, "error_string", None) or error
+        raise ValueError(f"soundfile cannot read it: {reason}") from error
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
     return buffer.getvalue()
@@ -176,19 +183,27 @@ def classify_files(model: LoadedModel, files: Sequence[Path], batch_size: int = 
     Yields:
       One FileResult per file, in order.
     """
-    whole = []
+    whole, whole_bytes = [], 0
     for path in files:
         blocks = plan_blocks(model, path)
-        if not blocks:
+        size = _size(path)
+        if whole and (blocks or len(whole) == batch_size
+                      or whole_bytes + size > MAX_BATCH_BYTES):
+            yield from _classify_whole(model, whole, timings)
+            whole, whole_bytes = [], 0
+        if blocks:
+            yield _classify_blocks(model, blocks, timings)
+        else:
             whole.append(path)
-            if len(whole) == batch_size:
-                yield from _classify_whole(model, whole, timings)
-                whole = []
-            continue
-        yield from _classify_whole(model, whole, timings)
-        whole = []
-        yield _classify_blocks(model, blocks, timings)
+            whole_bytes += size
     yield from _classify_whole(model, whole, timings)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # reading it reports the error
 
 
 def plan_blocks(model: LoadedModel, path: str | Path) -> list[streaming.Block]:

@@ -29,9 +29,10 @@ import numpy as np
 from speakergender.frontend.resample import reach_seconds
 from speakergender.wav_layout import WavLayout, read_wav_layout
 
-# Long enough that margins cost little (two windows of margin a block: ~3% at 30 s), short
-# enough that a block's decoding and resampling at 48 kHz stay in the tens of megabytes.
-BLOCK_SECONDS = 30.0
+# Long enough that margins cost little (a window of margin each side, and a window's overhang:
+# ~10% at 15 s), short enough that one block's decoding, resampling and framing at 48 kHz stay
+# within a hundred megabytes.
+BLOCK_SECONDS = 15.0
 # How the decoder's errors point at a sample (`frontend.wav`).
 _FRAME_NUMBER = re.compile(r"(at frame )(\d+)")
 
