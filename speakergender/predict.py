@@ -10,6 +10,9 @@ import csv
 import json
 import sys
 
+from speakergender import result_rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m speakergender.predict",
@@ -35,14 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def decide(result, threshold: float | None) -> str:
-    """The model's label, or the one a threshold the user gives makes of its probability
-    (silence stays 'no speech')."""
-    if threshold is None or result.error or result.label == "no speech":
-        return result.label
-    return "female" if result.female_probability >= threshold else "male"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported late so --help is instant.
@@ -53,25 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     files, missing = serving.audio_files(args.paths)
-    hop_seconds = model.config.get("front_end", {}).get("window_hop_seconds", 0.48)
+    hop_seconds = result_rows.window_hop_seconds(model) if args.timeline else None
 
-    rows = [{"path": path, "error": reason} for path, reason in missing]
-    for result in serving.classify_files(model, files, args.batch_size):
-        if result.error:
-            rows.append({"path": result.path, "error": result.error})
-            continue
-        row = {"path": result.path, "label": decide(result, args.threshold),
-               "female_probability": round(result.female_probability, 4),
-               "duration_seconds": round(result.duration_seconds, 3),
-               "windows": len(result.window_probabilities),
-               "windows_disagree": result.windows_disagree, "error": ""}
-        if args.timeline:
-            row["timeline"] = [
-                {"start_seconds": round(i * hop_seconds, 3), "female_probability": round(p, 4),
-                 "sounding": bool(s)}
-                for i, (p, s) in enumerate(zip(result.window_probabilities,
-                                               result.window_sounding))]
-        rows.append(row)
+    rows = [result_rows.error_row(path, reason) for path, reason in missing]
+    rows += [result_rows.result_row(result, args.threshold, hop_seconds)
+             for result in serving.classify_files(model, files, args.batch_size)]
 
     write_rows(rows, "json" if args.json else "csv" if args.csv else "table", args.timeline)
     failed = [row for row in rows if row["error"]]
