@@ -48,7 +48,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state.update(stage=self.stage_index, epoch=epoch, last_checkpoint=prefix,
                      history_rows=len(_history_lines(self.directory / HISTORY_FILE)) - 1)
         write_state(self.directory, state)
-        if previous and previous not in (prefix, state.get("best_checkpoint")):
+        # A worker other than a multi-worker run's chief starts from the chief's state, whose
+        # checkpoints are the chief's to remove.
+        if (previous and previous not in (prefix, state.get("best_checkpoint"))
+                and Path(previous).parent == self.directory):
             remove_checkpoint(previous)
         if state["epochs_since_best"] >= self.patience:
             self.model.stop_training = True

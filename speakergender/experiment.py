@@ -20,8 +20,8 @@ import pandas as pd
 import tensorflow as tf
 
 from speakergender import config as config_lib
-from speakergender import (calibration, conditions, metrics, model_card, pipeline, reports,
-                           scoring, splits, training)
+from speakergender import (calibration, cluster, conditions, metrics, model_card, pipeline,
+                           reports, scoring, splits, training)
 from speakergender.config import FrontEndParams, TrainParams
 from speakergender.export import GenderClassifierModule, export_model
 from speakergender.models import registry
@@ -35,6 +35,9 @@ class RunConflictError(ValueError):
 class RunPaths:
     output: Path
     logs: Path | None
+    # A multi-worker run's worker other than the chief writes everything into `output`, a
+    # scratch folder, but follows the chief's progress: folds done, checkpoints, read here.
+    chief_output: Path | None = None
 
     @property
     def config(self) -> Path:
@@ -46,6 +49,10 @@ class RunPaths:
 
     def fold(self, name: str) -> Path:
         return self.output / "work" / name
+
+    def progress(self, name: str) -> Path:
+        """Where a fold's progress is read from: the chief's fold folder."""
+        return (self.chief_output or self.output) / "work" / name
 
 
 def run_config(front_end: FrontEndParams, params: TrainParams, data: dict) -> dict:
@@ -85,6 +92,7 @@ def train_and_calibrate(
     skip_log: pipeline.SkipLog,
     run_config_json: dict,
     verbose: int,
+    progress_dir: Path | None = None,
 ) -> tuple[GenderClassifierModule, pd.DataFrame]:
     """Trains on `table` (validation speakers carved out of it) and calibrates on them.
 
@@ -97,7 +105,7 @@ def train_and_calibrate(
     model, history = training.train_model(
         model_recipe.build, model_recipe.stages, train_table, validation_table, front_end,
         params, work_dir, log_dir=log_dir, strategy=strategy, skip_log=skip_log,
-        verbose=verbose)
+        verbose=verbose, progress_dir=progress_dir)
     module = GenderClassifierModule(model, front_end, config=run_config_json)
     scored = scoring.score_recordings(module, validation_table, skip_log=skip_log)
     temperature, bias = calibration.fit_calibration(scored["logit"], scored["label"])
@@ -135,9 +143,10 @@ def run_fold(name: str, train_table: pd.DataFrame, test_table: pd.DataFrame,
     """Trains on one fold's speakers, scores its held-out ones (and under held-out recording
     conditions); a fold finished before (its report on disk) is read back, not trained again."""
     fold_dir = context.paths.fold(name)
-    finished = _finished_fold(fold_dir)
+    finished = _finished_fold(context.paths.progress(name))
     if finished is not None:
-        print(f"{name}: already done, reusing {fold_dir / 'report.json'}", flush=True)
+        print(f"{name}: already done, reusing {context.paths.progress(name) / 'report.json'}",
+              flush=True)
         return finished
     print(f"{name}: training on {train_table['speaker'].nunique()} speakers, testing on "
           f"{test_table['speaker'].nunique()}", flush=True)
@@ -145,7 +154,7 @@ def run_fold(name: str, train_table: pd.DataFrame, test_table: pd.DataFrame,
     module, _ = train_and_calibrate(
         context.params.model, train_table, context.front_end, context.params, fold_dir,
         context.paths.logs / name if context.paths.logs else None, context.strategy,
-        context.skip_log, context.config, context.verbose)
+        context.skip_log, context.config, context.verbose, context.paths.progress(name))
     train_seconds = time.perf_counter() - started
     scored = scoring.score_recordings(module, test_table, skip_log=context.skip_log)
     report = metrics.evaluation_report(scored)
@@ -212,6 +221,9 @@ def run_experiment(
     front_end = registry.required_front_end(params.model, front_end)
     config = run_config(front_end, params, {**data_description, "leaky_split": leaky_split})
     prepare_output(paths, config, resume)
+    if cluster.is_multi_worker(strategy):
+        # No worker reads the chief's progress before the chief has cleared it (--no-resume).
+        cluster.barrier(strategy)
     context = RunContext(front_end, params, paths, config,
                          pipeline.SkipLog(paths.output / "skipped_files.log"), strategy,
                          verbose, tuple(condition_tests))
@@ -259,13 +271,13 @@ def _final_model(table: pd.DataFrame, folds: dict, results: dict[str, FoldResult
         module, _ = train_and_calibrate(
             params.model, table, context.front_end, params, paths.fold("final"),
             paths.logs / "final" if paths.logs else None, context.strategy, context.skip_log,
-            context.config, context.verbose)
+            context.config, context.verbose, paths.progress("final"))
         history_source = paths.fold("final") / "history.csv"
     else:
         name = next(iter(folds))
         module = results[name].module or train_and_calibrate(
             params.model, folds[name][0], context.front_end, params, paths.fold(name), None,
-            context.strategy, context.skip_log, context.config, 0)[0]
+            context.strategy, context.skip_log, context.config, 0, paths.progress(name))[0]
         history_source = paths.fold(name) / "history.csv"
     if history_source.exists():
         shutil.copyfile(history_source, paths.output / "history.csv")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from speakergender.conditions import HELD_OUT_CONDITIONS, parse_condition_list
@@ -88,8 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--deterministic", action="store_true",
                           help="deterministic ops and data order: the same seed gives the same "
                                "metrics (slower)")
-    training.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored"),
-                          help="auto: MirroredStrategy when more than one GPU is visible")
+    training.add_argument("--strategy", default="auto",
+                          choices=("auto", "default", "mirrored", "multi-worker"), help=(
+        "auto: MirroredStrategy when more than one GPU is visible; multi-worker: train across "
+        "the machines (or processes) that TF_CONFIG lists, e.g. TF_CONFIG='{\"cluster\": "
+        "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": "
+        "\"worker\", \"index\": 0}}' on the first and index 1 on the second, the same "
+        "command on each. --batch-size is the global batch, split between the workers. The "
+        "chief (worker 0) writes --output, which must be a folder every worker can read: the "
+        "others follow its checkpoints and discard their own outputs. If a worker fails, "
+        "restart every worker with the same command: the run goes on from the last epoch"))
     augment = parser.add_argument_group(
         "augmentation (nothing here shifts pitch or formants, the cues of the label)")
     augment.add_argument("--no-augment", action="store_true", help=(
@@ -181,11 +191,22 @@ def data_description(corpus) -> dict:
 
 
 def choose_strategy(name: str):
+    if name == "multi-worker":
+        from speakergender import cluster
+        return cluster.multi_worker_strategy()
     import tensorflow as tf
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _scratch_paths(paths, role):
+    """A non-chief worker's run folders: the chief's work (saving may need every worker) goes
+    into a scratch folder, removed at the end; progress is read from the chief's folder."""
+    from speakergender import experiment
+    scratch = Path(tempfile.mkdtemp(prefix=f"speakergender-worker{role.task_index}-"))
+    return experiment.RunPaths(output=scratch, logs=None, chief_output=paths.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+    role = None
+    if args.strategy == "multi-worker":
+        from speakergender import cluster
+        try:
+            role = cluster.role_from_tf_config()
+        except cluster.ClusterConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        # Before TensorFlow runs anything: the strategy sets up the runtime's collective ops.
+        strategy = choose_strategy(args.strategy)
+        print(f"multi-worker training: {role.name} of {role.workers} workers"
+              f"{' (chief)' if role.is_chief else ''}", flush=True)
 
     from speakergender import corpora
     from speakergender.archives import ArchiveError
@@ -222,15 +256,34 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{params.model}-{front_end.feature_type.replace('_', '-')}"
     paths = experiment.RunPaths(output=args.output or Path("saved_models") / name,
                                 logs=args.logdir or Path("runs") / name)
+    if role is None:
+        strategy = choose_strategy(args.strategy)
+    elif not role.is_chief:
+        paths = _scratch_paths(paths, role)
     try:
         result = experiment.run_experiment(
             corpus.table, front_end, params, paths,
             data_description(corpus), resume=args.resume, leaky_split=args.leaky_split,
-            strategy=choose_strategy(args.strategy), verbose=0 if args.quiet else 2,
-            condition_tests=conditions)
+            strategy=strategy, verbose=0 if args.quiet else 2, condition_tests=conditions)
     except (experiment.RunConflictError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
+        if role is None:
+            raise
+        # A worker died: collective ops abort on the others, which cannot take a new peer
+        # into a running cluster.
+        print(f"error: {role.name} lost the cluster ({type(error).__name__}: "
+              f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
+              "command: training resumes from the chief's last checkpoint", file=sys.stderr)
+        return 1
+    finally:
+        if paths.chief_output is not None:
+            shutil.rmtree(paths.output, ignore_errors=True)
+    if paths.chief_output is not None:
+        print(f"{role.name} done; the chief writes the results to {paths.chief_output}")
+        return 0
     print()
     print(f"{result['evaluation']}, {params.model} on {front_end.feature_type}:")
     print(reports.format_summary(result))

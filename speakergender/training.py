@@ -8,6 +8,7 @@ completed epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from speakergender import pipeline
+from speakergender import cluster, distributed_training, pipeline
 from speakergender.checkpoints import (HISTORY_FILE, EpochCheckpoint, read_state, restore,
                                         truncate_history, write_state)
 from speakergender.config import FrontEndParams, TrainParams
@@ -88,6 +89,7 @@ def train_model(
     strategy: tf.distribute.Strategy | None = None,
     skip_log: pipeline.SkipLog | None = None,
     verbose: int = 2,
+    progress_dir: Path | None = None,
 ) -> tuple[keras.Model, pd.DataFrame]:
     """Trains a model stage by stage, resuming from `work_dir` where a run stopped.
 
@@ -102,12 +104,20 @@ def train_model(
       strategy: distribution strategy the model and optimizer are built under.
       skip_log: where unreadable files are logged and counted.
       verbose: Keras progress output (2: one line per epoch).
+      progress_dir: where the run's progress is read from when it is not `work_dir`: on a
+        worker other than the chief of a multi-worker run, the chief's work folder (this
+        worker writes its own checkpoints into `work_dir`, a scratch folder, but resumes where
+        the chief's last checkpoint says).
 
     Returns:
       The model with the weights of its best validation epoch, and the epoch history.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or tf.distribute.get_strategy()
+    multi_worker = cluster.is_multi_worker(strategy)
+    if progress_dir is not None and progress_dir != work_dir:
+        # The chief's state names the chief's checkpoints; this worker restores from them.
+        write_state(work_dir, read_state(progress_dir))
     # Before the datasets too: their shuffle and crop draws combine `seed` with TensorFlow's
     # global seed, which an earlier run in the same process would otherwise have left set.
     keras.utils.set_random_seed(params.seed)
@@ -116,7 +126,8 @@ def train_model(
     train_data = pipeline.make_dataset(
         train_table, front_end, training=True, batch_size=params.batch_size, seed=params.seed,
         augment_params=params.augment, sample_weights=weights, cache=True,
-        deterministic=params.deterministic, skip_log=skip_log)
+        # Workers cut their shares from the same global batches: their order must agree.
+        deterministic=params.deterministic or multi_worker, skip_log=skip_log)
     validation_data = pipeline.make_dataset(
         validation_table, front_end, training=False, batch_size=params.batch_size,
         sample_weights=_validation_weights(validation_table) if weights is not None else None,
@@ -127,6 +138,9 @@ def train_model(
         model = build()
     plan = stages(model)
     state = read_state(work_dir)
+    if multi_worker:
+        # Every worker has read the chief's state before the chief goes on to change it.
+        cluster.barrier(strategy)
     history_path = work_dir / HISTORY_FILE
     # A run killed between logging an epoch and checkpointing it redoes that epoch.
     truncate_history(history_path, state.get("history_rows"))
@@ -142,7 +156,7 @@ def train_model(
             restore(model, state["last_checkpoint"], with_optimizer=True)
             initial_epoch = state["epoch"] + 1
             print(f"resuming {stage.name} from epoch {initial_epoch + 1} "
-                  f"({work_dir})", flush=True)
+                  f"({progress_dir or work_dir})", flush=True)
         elif index > 0 and "best_checkpoint" in state:
             restore(model, state["best_checkpoint"])
         if initial_epoch < stage.epochs and state.get("epochs_since_best", 0) < params.early_stopping_patience:
@@ -158,8 +172,10 @@ def train_model(
                 # read; Keras warns about that and about its unused `shuffle` argument.
                 warnings.filterwarnings("ignore", message=".*ran out of data")
                 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
-                model.fit(train_data, validation_data=validation_data, epochs=stage.epochs,
-                          initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+                fit = (functools.partial(distributed_training.fit, model, strategy)
+                       if multi_worker else model.fit)
+                fit(train_data, validation_data=validation_data, epochs=stage.epochs,
+                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
         state = read_state(work_dir)
         if "best_checkpoint" in state:
             restore(model, state["best_checkpoint"])
@@ -167,6 +183,9 @@ def train_model(
                      best_val_loss=math.inf)
         state.pop("stage", None)
         write_state(work_dir, state)
+    if multi_worker:
+        # Every worker has restored the checkpoints it needed before the chief may remove them.
+        cluster.barrier(strategy)
     history = pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
     return model, history
 
