@@ -7,6 +7,7 @@ pytest session and cached here, keyed by name, so every test file that needs one
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -32,6 +33,29 @@ def cached(key: str, build):
     if key not in _CACHE:
         _CACHE[key] = build()
     return _CACHE[key]
+
+
+def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """`build(folder)` once for the whole test run, however many pytest-xdist workers ask.
+
+    The first worker to ask builds it under a file lock in the run's temporary folder, which
+    every worker shares; the others wait for it and reuse the folder. A SavedModel on disk is
+    as good as one built here, and each build costs a minute of the run's two cores.
+    """
+    def build_or_reuse():
+        base = tmp_path_factory.getbasetemp()
+        # Under xdist each worker's basetemp sits in the run's own folder; alone, in ours.
+        root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        folder = root / f"shared-{name}"
+        with open(root / f"shared-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".complete").exists():
+                folder.mkdir(exist_ok=True)
+                build(folder)
+                (folder / ".complete").touch()
+        return folder
+
+    return cached(f"run:{name}", build_or_reuse)
 
 
 def session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
@@ -127,20 +151,18 @@ def trained_module(tmp_path_factory: pytest.TempPathFactory, temperature: float 
 
 
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`trained_module` exported once per session; the model folder (holding version 1)."""
-    def build():
+    """`trained_module` exported once per test run; the model folder (holding version 1)."""
+    def build(folder: Path):
         from speakergender.export import export_model
 
-        model_dir = session_dir(tmp_path_factory, "models") / "tiny"
-        export_model(trained_module(tmp_path_factory), model_dir)
-        return model_dir
+        export_model(trained_module(tmp_path_factory), folder / "tiny")
 
-    return cached("exported_model", build)
+    return built_once_per_run(tmp_path_factory, "exported_model", build) / "tiny"
 
 
 def untrained_exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded, untrained scratch CNN exported once per session (a second, different model)."""
-    def build():
+    """A seeded, untrained scratch CNN exported once per test run (a second, different model)."""
+    def build(folder: Path):
         from speakergender.config import FrontEndParams
         from speakergender.export import GenderClassifierModule, export_model
         from speakergender.models.scratch import build_scratch_cnn
@@ -148,11 +170,9 @@ def untrained_exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         keras.utils.set_random_seed(1)
         module = GenderClassifierModule(build_scratch_cnn(FrontEndParams(), name="untrained"),
                                         FrontEndParams())
-        model_dir = session_dir(tmp_path_factory, "models") / "untrained"
-        export_model(module, model_dir)
-        return model_dir
+        export_model(module, folder / "untrained")
 
-    return cached("untrained_exported_model", build)
+    return built_once_per_run(tmp_path_factory, "untrained_exported_model", build) / "untrained"
 
 
 # --- training runs ------------------------------------------------------------------------------
