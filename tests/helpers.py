@@ -105,7 +105,7 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> keras.Model:
     Synthetic female and male voices differ in pitch and formants by construction, so even
     this short fit separates them; tests that need a model that tells them apart use it.
     """
-    def build():
+    def train(folder: Path):
         from speakergender import corpora, pipeline, training
         from speakergender.config import FrontEndParams
         from speakergender.models.scratch import build_scratch_cnn
@@ -130,9 +130,13 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> keras.Model:
             skip_log=pipeline.SkipLog(os.devnull))])
         for _ in range(40):
             model(clips, training=True)
-        return model
+        model.save(folder / "trained.keras")
 
-    return cached("trained_classifier", build)
+    # Trained once per test run; each worker loads it (its registered layers need no
+    # custom_objects).
+    return cached("trained_classifier", lambda: keras.saving.load_model(
+        built_once_per_run(tmp_path_factory, "trained_classifier", train) / "trained.keras",
+        compile=False))
 
 
 TRAIN_EPOCHS = 5
