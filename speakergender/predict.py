@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     files, missing = serving.audio_files(args.paths)
-    hop_seconds = result_rows.window_hop_seconds(model) if args.timeline else None
+    hop_seconds = model.window_hop_seconds if args.timeline else None
 
     rows = [result_rows.error_row(path, reason) for path, reason in missing]
     rows += [result_rows.result_row(result, args.threshold, hop_seconds)

@@ -230,8 +230,7 @@ class RestApi:
             "threshold": servable.threshold,
             "sample_rate": servable.model.sample_rate,
             "window_seconds": servable.model.clip_samples / servable.model.sample_rate,
-            "hop_seconds": servable.model.config.get("front_end", {})
-                                                .get("window_hop_seconds", 0.48),
+            "hop_seconds": servable.model.window_hop_seconds,
             "limits": card_limits(servable.model.model_card),
             "card_has_limits": bool(re.search(r"^## Limits", servable.model.model_card or "",
                                               re.M)),

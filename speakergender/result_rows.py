@@ -5,16 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # serving imports TensorFlow; the CLIs import this before they need it
-    from speakergender.serving import FileResult, LoadedModel
+    from speakergender.serving import FileResult
 
 # The columns of a CSV row; a JSON row has these and, when asked for, "timeline".
 COLUMNS = ("path", "label", "female_probability", "duration_seconds", "windows",
            "windows_disagree", "error")
-
-
-def window_hop_seconds(model: LoadedModel) -> float:
-    """Seconds between the starts of consecutive windows (0.48 for models that do not say)."""
-    return model.config.get("front_end", {}).get("window_hop_seconds", 0.48)
 
 
 def decide(result: FileResult, threshold: float | None) -> str:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from speakergender import beam_scoring, result_rows, serving
+    from speakergender import beam_scoring, serving
     try:
         model = serving.load_model(args.model)
     except (FileNotFoundError, ValueError, OSError) as error:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path=str(model.path.resolve()), input_pattern=args.input,
         output_prefix=args.output, output_format=args.format, batch_size=args.batch_size,
         threshold=args.threshold,
-        window_hop_seconds=result_rows.window_hop_seconds(model) if args.timeline else None)
+        window_hop_seconds=model.window_hop_seconds if args.timeline else None)
 
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     beam_scoring.add_scoring(pipeline, job, beam_scoring.BlockGrid.of(model))

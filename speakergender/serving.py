@@ -7,11 +7,12 @@ the model code: any SavedModel with the `classify_wav` signature works, wherever
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,13 @@ class LoadedModel:
         return self.module.signatures["classify_wav"]
 
     @property
+    def window_hop_seconds(self) -> float:
+        """Seconds between the starts of consecutive windows (0.48 for models that do not say)."""
+        return self.config.get("front_end", {}).get("window_hop_seconds", 0.48)
+
+    @property
     def window_hop_samples(self) -> int:
-        hop_seconds = self.config.get("front_end", {}).get("window_hop_seconds", 0.48)
-        return int(round(hop_seconds * self.sample_rate))
+        return int(round(self.window_hop_seconds * self.sample_rate))
 
     @property
     def parameter_count(self) -> int:
@@ -223,17 +228,25 @@ def _run(model: LoadedModel, contents: list[bytes], timings: list[float] | None)
     return {key: value.numpy() for key, value in outputs.items()}
 
 
+def read_each(readers: Iterable[Callable[[], bytes]]) -> tuple[list[bytes], dict[int, str]]:
+    """Calls each reader: the bytes read (empty where reading failed) and {index: reason} for
+    those that failed (OSError or ValueError), so one unreadable file costs only its row."""
+    contents, errors = [], {}
+    for index, read in enumerate(readers):
+        try:
+            contents.append(read())
+        except (OSError, ValueError) as error:
+            errors[index] = str(getattr(error, "strerror", None) or error)
+            contents.append(b"")
+    return contents, errors
+
+
 def _classify_whole(model: LoadedModel, files: Sequence[Path],
                     timings: list[float] | None) -> Iterator[FileResult]:
     if not files:
         return
-    contents, read_errors = [], {}
-    for index, path in enumerate(files):
-        try:
-            contents.append(read_as_wav_bytes(path))
-        except (OSError, ValueError) as error:
-            read_errors[index] = str(getattr(error, "strerror", None) or error)
-            contents.append(b"")
+    contents, read_errors = read_each(functools.partial(read_as_wav_bytes, path)
+                                      for path in files)
     outputs = _run(model, contents, timings)
     for index, path in enumerate(files):
         yield file_result(str(path), outputs, index, read_errors.get(index, ""))
