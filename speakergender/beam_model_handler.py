@@ -53,13 +53,7 @@ class ClassifyWavModelHandler(ModelHandler[Readable, dict, serving.LoadedModel])
     def run_inference(self, batch: Sequence[Readable], model: serving.LoadedModel,
                       inference_args: dict[str, Any] | None = None
                       ) -> Iterable[PredictionResult]:
-        contents, read_errors = [], {}
-        for index, example in enumerate(batch):
-            try:
-                contents.append(example.read())
-            except (OSError, ValueError) as error:
-                read_errors[index] = str(getattr(error, "strerror", None) or error)
-                contents.append(b"")
+        contents, read_errors = serving.read_each(example.read for example in batch)
         rows = _classify(model, contents)
         for index, example in enumerate(batch):
             row = {"error": read_errors[index].encode()} if index in read_errors else rows[index]
