@@ -32,10 +32,6 @@ from speakergender.beam_model_handler import ClassifyWavModelHandler
 
 METRICS_NAMESPACE = "speakergender"
 OUTPUT_SUFFIXES = {"json": ".jsonl", "csv": ".csv"}
-# Source bytes of audio per model call at most: as many blocks of 48 kHz stereo float as
-# `serving` scores in one call, whose decoding and resampling buffers it keeps bounded so. A
-# piece of audio takes one of a batch's places for each 1/batch_size of this.
-MAX_BATCH_BYTES = int(serving.BLOCKS_PER_CALL * streaming.BLOCK_SECONDS * 48000 * 2 * 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +66,8 @@ def add_scoring(pipeline: beam.Pipeline, job: ScoringJob, grid: BlockGrid) -> be
     """
     handler = ClassifyWavModelHandler(
         job.model_path, job.batch_size, element_weight=functools.partial(
-            batch_slots, slot_bytes=MAX_BATCH_BYTES // job.batch_size))
+            # The bytes of audio `predict` gives one model call, at most.
+            batch_slots, slot_bytes=serving.MAX_BATCH_BYTES // job.batch_size))
     rows = (pipeline
             | "Find files" >> fileio.MatchFiles(job.input_pattern)
             | "Skip other files" >> beam.Filter(lambda metadata: is_audio_file(metadata.path))
