@@ -74,13 +74,7 @@ def killed_and_restarted(corpus: Path, root: Path, args) -> dict:
     state_path = output / "work" / "holdout" / "state.json"
     workers = local_cluster.start_workers(command, local_cluster.free_ports(2), logs,
                                           environment(root))
-    while workers[0].poll() is None:
-        try:
-            if json.loads(state_path.read_text()).get("epoch", -1) >= 0:
-                break
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
+    local_cluster.wait_for_first_checkpoint(state_path, workers[0])
     workers[1].kill()
     killed = time.perf_counter()
     try:

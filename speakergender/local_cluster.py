@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -56,3 +57,17 @@ def start_workers(train_args: list[str], ports: list[int], log_dir: Path,
                 stdout=log, stderr=subprocess.STDOUT,
                 env={**(env or os.environ), "TF_CONFIG": config}))
     return processes
+
+
+def wait_for_first_checkpoint(state_path: Path, chief: subprocess.Popen,
+                              timeout: float = 300.0) -> None:
+    """Returns once the run's state file records a finished epoch, the chief has exited, or
+    `timeout` seconds have passed (the caller checks which)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and chief.poll() is None:
+        try:
+            if json.loads(state_path.read_text()).get("epoch", -1) >= 0:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass  # not written yet, or caught mid-replace
+        time.sleep(0.05)

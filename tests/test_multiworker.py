@@ -273,14 +273,7 @@ def test_a_killed_worker_and_a_restart_finish_the_run(tmp_path, tmp_path_factory
     (tmp_path / "tmp").mkdir()
     workers = local_cluster.start_workers(args, local_cluster.free_ports(2), log_dir, env)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and workers[0].poll() is None:
-            try:
-                if json.loads(state_path.read_text()).get("epoch", -1) >= 0:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.05)
+        local_cluster.wait_for_first_checkpoint(state_path, workers[0])
         assert workers[0].poll() is None, "the run ended before a worker could be killed:\n" + \
             _log(log_dir, 0)[-3000:]
         os.kill(workers[1].pid, signal.SIGKILL)
