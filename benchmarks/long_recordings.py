@@ -118,6 +118,10 @@ def main() -> None:
         print(f"{args.minutes} min at {args.rate} Hz, 16-bit: {long_path.stat().st_size / 1e6:.0f} MB "
               f"in one file, and as {len(short_paths)} 1-minute files; model {model}")
 
+        baseline_path = tmp / "one-second.wav"
+        sf.write(str(baseline_path), np.zeros(args.rate, np.float32), args.rate, subtype="PCM_16")
+        _, baseline_mb, _ = predict_run(model, [baseline_path])
+        print(f"one 1-s file (TensorFlow, the model, one call): peak RSS {baseline_mb:6.0f} MB")
         long_seconds, long_mb, long_rows = predict_run(model, [long_path])
         short_seconds, short_mb, short_rows = predict_run(model, short_paths)
         windows_long = long_rows[0]["windows"]
