@@ -48,7 +48,6 @@ class Block:
 
     path: str
     index: int
-    count: int                # blocks in the recording
     layout: WavLayout
     first_frame: int          # source frames the block's WAV holds
     frames: int
@@ -110,7 +109,7 @@ def plan_blocks(path: str | Path, sample_rate: int, clip_samples: int, hop_sampl
         last_frame = (layout.frames if index == count - 1
                       else min(-(-end_sample * rate // sample_rate) + 1, layout.frames))
         blocks.append(Block(
-            path=path, index=index, count=count, layout=layout, first_frame=first_frame,
+            path=path, index=index, layout=layout, first_frame=first_frame,
             frames=last_frame - first_frame, first_window=first_window,
             windows=min(owned, windows - first_window), skip_windows=first_window - start_window,
             recording_samples=samples))
