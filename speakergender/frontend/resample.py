@@ -32,6 +32,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from speakergender.frontend import branching
+
 # Passband edge and stopband edge as fractions of min(input_rate, output_rate).
 PASSBAND_EDGE = 0.475
 STOPBAND_EDGE = 0.5
@@ -202,7 +204,7 @@ def _plan(input_rate: tf.Tensor, output_rate: tf.Tensor):
                             tf.gather(tf.constant(sizes), index)[None])
         return row[0], row[1], row[2], row[3], response
 
-    return tf.cond(tf.reduce_any(matches), look_up,
+    return branching.cond(tf.reduce_any(matches), look_up,
                    lambda: _design_graph(input_rate, output_rate))
 
 
@@ -267,7 +269,7 @@ def _resample_batch(waveforms: tf.Tensor, input_rate: tf.Tensor,
                                    [tf.constant(0, tf.int64), outputs])
         return outputs.concat()
 
-    resampled = tf.cond(num_blocks <= chunk, in_one_go, in_chunks)
+    resampled = branching.cond(num_blocks <= chunk, in_one_go, in_chunks)
     return tf.reshape(resampled, tf.stack([rows, -1]))
 
 
@@ -314,7 +316,7 @@ def resample(waveform: tf.Tensor, input_rate: int | tf.Tensor,
     output_rate = tf.cast(output_rate, tf.int64)
     is_empty = tf.equal(tf.size(waveform), 0)
     with tf.control_dependencies([_check_rates(is_empty, input_rate, output_rate)]):
-        return tf.cond(
+        return branching.cond(
             tf.logical_or(is_empty, tf.equal(input_rate, output_rate)),
             lambda: tf.identity(waveform),
             lambda: _resample_one(waveform, input_rate, output_rate))
@@ -377,13 +379,13 @@ def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
             def one_row(row):
                 waveform, length, rate, needs = row
                 waveform = waveform[:length]
-                waveform = tf.cond(needs, lambda: resample(waveform, rate, output_rate),
+                waveform = branching.cond(needs, lambda: resample(waveform, rate, output_rate),
                                    lambda: waveform)
                 return tf.pad(waveform, [[0, width - tf.shape(waveform)[0]]])
 
             return tf.map_fn(one_row, (waveforms, lengths, safe_rates, needed),
                              fn_output_signature=tf.TensorSpec([None], tf.float32))
 
-        return tf.cond(shared, batched, per_row), new_lengths
+        return branching.cond(shared, batched, per_row), new_lengths
 
-    return tf.cond(tf.reduce_any(needed), resample_some, lambda: (waveforms, lengths))
+    return branching.cond(tf.reduce_any(needed), resample_some, lambda: (waveforms, lengths))

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from speakergender.frontend import branching
+
 # Error messages. Where a message carries numbers, the constant is its fixed prefix. No quotes:
 # the graph-mode Assert would escape them.
 ERR_NOT_RIFF_WAVE = "not a RIFF/WAVE file"
@@ -234,14 +236,14 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
     def one_encoding():
         # decode_raw pads short rows with zero bytes, which every encoding but 8-bit PCM
         # decodes to 0.0: nothing left to mask.
-        return tf.switch_case(first, decoders)
+        return branching.switch_case(first, decoders)
 
     def mixed_encodings():
         samples = tf.zeros(shape, tf.float32)
         # Only the encodings present are decoded.
         for index, decode in enumerate(decoders):
             rows = tf.equal(encoding, index)
-            decoded = tf.cond(tf.reduce_any(rows), decode, lambda: tf.zeros(shape, tf.float32))
+            decoded = branching.cond(tf.reduce_any(rows), decode, lambda: tf.zeros(shape, tf.float32))
             samples = tf.where(rows[:, tf.newaxis], decoded, samples)
         # Zero samples past each row's end (8-bit PCM's zero byte is -1.0, undecodable rows
         # are zeros already); a select, not a product, which would flush float32 denormals.
@@ -251,7 +253,7 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
     # maximum, not row 0, so that an empty batch takes the general path.)
     first = tf.reduce_max(encoding)
     uniform = tf.reduce_all(tf.equal(encoding, first)) & (first > 0)
-    return tf.cond(uniform, one_encoding, mixed_encodings)
+    return branching.cond(uniform, one_encoding, mixed_encodings)
 
 
 def _channels_of_row(samples: tf.Tensor, num_frames: tf.Tensor,
@@ -357,7 +359,7 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
             error = tf.where(failed, message(), error)
         return error
 
-    error = tf.cond(tf.reduce_all(ok), lambda: tf.fill(tf.shape(size), ""), messages)
+    error = branching.cond(tf.reduce_all(ok), lambda: tf.fill(tf.shape(size), ""), messages)
 
     num_frames = tf.cast(tf.where(ok, num_frames, 0), tf.int32)
     num_channels = tf.cast(tf.where(ok, num_channels, 1), tf.int32)
@@ -381,10 +383,10 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
         return first, tf.where(first[:, tf.newaxis] >= 0, 0.0, samples)
 
     def check_finite():
-        return tf.cond(tf.reduce_all(tf.math.is_finite(samples)), all_finite, drop_non_finite)
+        return branching.cond(tf.reduce_all(tf.math.is_finite(samples)), all_finite, drop_non_finite)
 
     # Only batches holding float files pay for a pass, and only those with a bad one for two.
-    first_bad, samples = tf.cond(tf.reduce_any(is_float), check_finite, all_finite)
+    first_bad, samples = branching.cond(tf.reduce_any(is_float), check_finite, all_finite)
     non_finite = first_bad >= 0
     error = tf.where(non_finite, ERR_NON_FINITE + " (NaN or infinity as float32) at frame "
                      + as_string(first_bad // tf.maximum(num_channels, 1)), error)
@@ -505,7 +507,7 @@ def try_decode_wav_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
         return tf.map_fn(downmix, (samples, num_frames, num_channels),
                          fn_output_signature=tf.TensorSpec([None], tf.float32))
 
-    mono = tf.cond(tf.reduce_max(num_channels) <= 1,
+    mono = branching.cond(tf.reduce_max(num_channels) <= 1,
                    lambda: samples[:, :max_frames], average_channels)
     return mono, num_frames, rate, error
 

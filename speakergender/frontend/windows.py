@@ -24,6 +24,8 @@ import math
 
 import tensorflow as tf
 
+from speakergender.frontend import branching
+
 _LOG10 = math.log(10.0)
 
 
@@ -126,7 +128,7 @@ def cut_windows(waveforms: tf.Tensor, lengths: tf.Tensor, starts: tf.Tensor,
             taken = tf.where(inside, taken - mean, 0.0)
         return taken
 
-    return tf.cond(width > 0, gather, lambda: tf.zeros(tf.shape(index), tf.float32))
+    return branching.cond(width > 0, gather, lambda: tf.zeros(tf.shape(index), tf.float32))
 
 
 def speech_windows(waveforms: tf.Tensor, lengths: tf.Tensor, length: int, hop: int,
