@@ -370,10 +370,10 @@ def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
             # short file is downsampled beside longer rows at the target rate, the untouched
             # ones when a file is upsampled.
             resampled = _to_width(resampled, width)
-            untouched = _to_width(waveforms, width)
-            mixed = tf.where(needed[:, tf.newaxis], resampled, untouched)
-            valid = tf.range(width)[tf.newaxis, :] < new_lengths[:, tf.newaxis]
-            return tf.where(valid, mixed, tf.zeros_like(mixed))
+            mixed = branching.cond(
+                tf.reduce_all(needed), lambda: resampled,
+                lambda: tf.where(needed[:, tf.newaxis], resampled, _to_width(waveforms, width)))
+            return tf.where(tf.sequence_mask(new_lengths, width), mixed, 0.0)
 
         def per_row():
             def one_row(row):
