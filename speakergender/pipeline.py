@@ -1,7 +1,8 @@
 """tf.data: recording paths -> conditioned waveform windows, all on graph.
 
 paths -> read -> batch -> decode -> resample -> crop/pad (each window loses its own DC offset) ->
-(augment) -> windows.
+(augment) -> windows. Training reads a long recording as one random segment an epoch, never
+whole (`long_recordings`).
 The pipeline stops at waveform windows [batch, clip_samples]: features are made by the model's
 own front-end layer, so training and serving share them and an accelerator computes them.
 Only reading happens file by file; everything after it runs on a whole batch at once, since
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from speakergender import augment
+from speakergender import augment, wav_layout
 from speakergender.config import AugmentParams, FrontEndParams
 from speakergender.frontend import decoding, windows
 
@@ -30,6 +31,11 @@ MALE = "male"
 LABEL_NAMES = (MALE, FEMALE)  # index = label: 1 means female
 # Raw file bytes decoded in one batch: caps the padded batch a few long recordings would make.
 MAX_DECODE_BATCH_BYTES = 64 << 20
+# Training needs one window of a recording, so a file over LONG_RECORDING_BYTES that lasts more
+# than two segments is read a random CROP_SEGMENT_SECONDS at a time (a byte range of the file,
+# behind a header made for it), never whole; evaluation still reads whole files.
+LONG_RECORDING_BYTES = 16 << 20
+CROP_SEGMENT_SECONDS = 30.0
 # The pipeline's functions use explicit tf.cond / tf.while_loop only; autograph's source
 # conversion would add seconds to every trace (most of a short run's start-up).
 _plain = tf.autograph.experimental.do_not_convert
@@ -146,6 +152,12 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
     dataset = dataset.map(_plain(lambda path, label: (path, label, tf.io.read_file(path))),
                           num_parallel_calls=tf.data.AUTOTUNE)
+    return _decode_files(dataset, params, batch_size, skip_log)
+
+
+def _decode_files(dataset: tf.data.Dataset, params: FrontEndParams, batch_size: int,
+                  skip_log: SkipLog) -> tf.data.Dataset:
+    """(path, label, file bytes) elements -> decoded batches, as `_decoded_batches`."""
     # Undecodable bytes are caught and counted below; this only catches files that vanish or
     # cannot be read between listing and reading, which tf.data logs as a warning.
     dataset = dataset.ignore_errors(log_warning=True)
@@ -160,6 +172,70 @@ def _decoded_batches(paths: np.ndarray, labels: np.ndarray, params: FrontEndPara
     dataset = dataset.batch(batch_size).map(_plain(decode_batch),
                                             num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.filter(_plain(lambda path, *_: tf.size(path) > 0))
+
+
+def long_recordings(paths: np.ndarray) -> dict[str, wav_layout.WavLayout]:
+    """The files training reads in segments: over LONG_RECORDING_BYTES, in a layout the
+    decoder reads, and longer than two segments; by path."""
+    found = {}
+    for path in paths:
+        if _file_size(path) <= LONG_RECORDING_BYTES:
+            continue
+        try:
+            with open(path, "rb") as stream:
+                layout = wav_layout.read_wav_layout(stream, _file_size(path))
+        except OSError:  # reported with its reason when the pipeline reads it
+            continue
+        if layout and layout.seconds > 2 * CROP_SEGMENT_SECONDS:
+            found[path] = layout
+    return found
+
+
+def _segment_recordings(layouts: dict[str, wav_layout.WavLayout], labels: np.ndarray,
+                        params: FrontEndParams, batch_size: int, seed: int,
+                        skip_log: SkipLog) -> tf.data.Dataset:
+    """(path, label, waveform [samples], length) per long recording and epoch: a segment of
+    CROP_SEGMENT_SECONDS from a random frame, read as a byte range and decoded alone."""
+    shapes = list(layouts.values())
+    frame_bytes = np.array([shape.frame_bytes for shape in shapes], np.int64)
+    segment_frames = np.array([int(CROP_SEGMENT_SECONDS * shape.sample_rate)
+                               for shape in shapes], np.int64)
+    segment_bytes = segment_frames * frame_bytes
+    # Where a segment may start: any frame that leaves it whole.
+    first_frames = np.array([shape.frames for shape in shapes], np.int64) - segment_frames + 1
+    headers = np.array([shape.header(int(size)) for shape, size in zip(shapes, segment_bytes)],
+                       dtype=object)
+    paths = list(layouts)
+    entries = tf.data.Dataset.from_tensor_slices((
+        np.array(paths, dtype=str), labels,
+        np.array([shape.data_offset for shape in shapes], np.int64), frame_bytes, first_frames,
+        segment_bytes, np.array([_file_size(path) for path in paths], np.int64), headers))
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def read_segment(entry, draw):
+        path, label, data_offset, frame_bytes, first_frames, size, file_size, header = entry
+        start = data_offset + tf.math.floormod(draw, first_frames) * frame_bytes
+        # One record: the segment, between a "header" and a "footer" of everything else. The
+        # bytes before it are read and dropped a buffer at a time: memory stays at the
+        # segment's size, whatever the file's.
+        record = tf.data.FixedLengthRecordDataset(
+            path, record_bytes=size, header_bytes=start, footer_bytes=file_size - start - size)
+        # A file that vanished or shrank since it was listed yields nothing, with a warning
+        # (errors must not reach the interleave, which would retry them forever).
+        return record.ignore_errors(log_warning=True).map(
+            _plain(lambda samples: (path, label, header + samples)))
+
+    dataset = tf.data.Dataset.zip((entries, draws)).interleave(
+        _plain(read_segment), cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE)
+    batch = int(np.clip(MAX_DECODE_BATCH_BYTES // max(int(segment_bytes.max()), 1), 1,
+                        batch_size))
+    return _trimmed_recordings(_decode_files(dataset, params, batch, skip_log))
+
+
+def _trimmed_recordings(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Decoded batches -> (path, label, waveform [length], length), one recording each."""
+    return batches.unbatch().map(_plain(
+        lambda path, label, waveform, length: (path, label, waveform[:length], length)))
 
 
 def _row_seeds(seed: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -195,7 +271,8 @@ def make_dataset(
         model's own training-only layer.
       sample_weights: one weight per table row (see `balancing_weights`), added as a third
         element.
-      cache: cache decoded recordings in memory (True) or in files with this prefix.
+      cache: cache decoded recordings in memory (True) or in files with this prefix; a long
+        recording's segments are drawn afresh each epoch, never cached.
       deterministic: keep element order fixed under parallel map.
       skip_log: where skipped files are logged and counted (a new stderr log by default).
       with_paths: add each clip's path as the last element (for per-clip reports).
@@ -209,18 +286,26 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     paths = table["path"].astype(str).to_numpy()
-    decode_size = decode_batch_size(paths, batch_size)
-    dataset = _decoded_batches(paths, labels_of(table), params, decode_size, skip_log)
+    labels = labels_of(table)
+    long = long_recordings(paths) if training else {}
+    whole = np.array([path not in long for path in paths], bool)
+    decode_size = decode_batch_size(paths[whole], batch_size)
+    dataset = _decoded_batches(paths[whole], labels[whole], params, decode_size, skip_log)
     cut = functools.partial(windows.speech_windows, length=params.clip_samples,
                             hop=params.stft_hop_samples, relative_gate_db=params.crop_gate_db,
                             remove_dc=params.remove_dc_offset)
 
     if training:
         # Recordings are shuffled one by one, so unbatch (trimming each batch's padding).
-        dataset = dataset.unbatch().map(_plain(
-            lambda path, label, waveform, length: (path, label, waveform[:length], length)))
+        dataset = _trimmed_recordings(dataset)
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
+        if long:
+            segments = _segment_recordings(long, labels[~whole], params, batch_size, seed,
+                                           skip_log)
+            dataset = tf.data.Dataset.sample_from_datasets(
+                [dataset, segments], weights=[float(whole.sum()), float(len(long))],
+                seed=seed, rerandomize_each_iteration=True)
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.padded_batch(decode_size)
         # One stateless seed per batch, different every epoch but fixed by `seed`.

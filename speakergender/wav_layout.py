@@ -39,11 +39,16 @@ class WavLayout:
         own format, read from `stream` (the file this layout describes)."""
         stream.seek(self.data_offset + first_frame * self.frame_bytes)
         samples = stream.read(frames * self.frame_bytes)
+        return self.header(len(samples)) + samples
+
+    def header(self, data_bytes: int) -> bytes:
+        """The bytes before the samples of a WAV file in this recording's format holding
+        `data_bytes` bytes of samples."""
         fmt = self.fmt_chunk + b"\0" * (len(self.fmt_chunk) & 1)
-        riff_size = 4 + 8 + len(fmt) + 8 + len(samples)
+        riff_size = 4 + 8 + len(fmt) + 8 + data_bytes
         return b"".join([b"RIFF", struct.pack("<I", riff_size), b"WAVE",
                          b"fmt ", struct.pack("<I", len(self.fmt_chunk)), fmt,
-                         b"data", struct.pack("<I", len(samples)), samples])
+                         b"data", struct.pack("<I", data_bytes)])
 
 
 def read_wav_layout(stream: BinaryIO, size: int) -> WavLayout | None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.signal
+import soundfile
 import tensorflow as tf
 
 import helpers
@@ -291,3 +294,50 @@ def test_decode_batch_size_shrinks_for_long_files(tmp_path):
     assert pipeline.decode_batch_size(np.array([str(short)]), 64) == 64
     assert pipeline.decode_batch_size(np.array([str(short), str(long)]), 64) == 3
     assert pipeline.decode_batch_size(np.array([str(tmp_path / "gone.wav")]), 64) == 64
+
+
+def _pcm16_header(frames: int, rate: int) -> bytes:
+    data = frames * 2
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE" + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", data))
+
+
+def test_training_reads_a_nine_hour_recording_in_segments(table, tmp_path):
+    # 1 GB of samples (a sparse file: no disk used), past the decoder's 4-hour limit: read
+    # whole, it would be skipped as too long, after reading and holding a gigabyte.
+    frames = 9 * 3600 * 16000
+    long_path = tmp_path / "nine-hours.wav"
+    with open(long_path, "wb") as stream:
+        stream.write(_pcm16_header(frames, 16000))
+        stream.truncate(44 + 2 * frames)
+    assert list(pipeline.long_recordings(np.array([str(long_path)]))) == [str(long_path)]
+    with_long = pd.concat([table, table.iloc[:1].assign(path=str(long_path))], ignore_index=True)
+    skip_log = pipeline.SkipLog(tmp_path / "skipped.log")
+    dataset = pipeline.make_dataset(with_long, PARAMS, training=True, batch_size=BATCH, seed=2,
+                                    skip_log=skip_log, with_paths=True)
+    for _ in range(2):
+        paths = [path.decode() for batch in dataset for path in batch[-1].numpy()]
+        assert sorted(paths) == sorted(with_long["path"])
+    assert skip_log.skipped == 0
+
+
+def test_long_recording_crops_are_slices_of_the_file_from_varying_places(table, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(pipeline, "LONG_RECORDING_BYTES", 0)
+    monkeypatch.setattr(pipeline, "CROP_SEGMENT_SECONDS", 1.5)
+    samples = np.random.default_rng(4).uniform(-0.5, 0.5, 16000 * 6)
+    long_path = wavfiles.write_wav(tmp_path / "six-seconds.wav", samples, 16000, "PCM_16")
+    expected = soundfile.read(long_path, dtype="float32")[0]
+    one = table.iloc[:1].assign(path=str(long_path))
+    dataset = pipeline.make_dataset(one, PARAMS, training=True, batch_size=1, seed=5)
+    starts = []
+    for _ in range(4):
+        (batch,) = list(dataset)
+        window = batch[0].numpy()[0]
+        # Where the window sits in the file: the peak of their cross-correlation.
+        start = int(np.argmax(scipy.signal.correlate(expected, window, mode="valid")))
+        piece = expected[start:start + len(window)]
+        np.testing.assert_allclose(window, piece - piece.mean(), atol=1e-5)
+        starts.append(start)
+    assert len(set(starts)) > 1
