@@ -220,13 +220,13 @@ def _segment_recordings(layouts: dict[str, wav_layout.WavLayout], labels: np.nda
         # segment's size, whatever the file's.
         record = tf.data.FixedLengthRecordDataset(
             path, record_bytes=size, header_bytes=start, footer_bytes=file_size - start - size)
-        # A file that vanished or shrank since it was listed yields nothing, with a warning
-        # (errors must not reach the interleave, which would retry them forever).
-        return record.ignore_errors(log_warning=True).map(
-            _plain(lambda samples: (path, label, header + samples)))
+        # Taken inside a map, so that a file that vanished or shrank since it was listed fails
+        # its own element, which is dropped with a warning like an unreadable short file. (As
+        # an interleave, the error would come back on every retry: ignore_errors would spin.)
+        return path, label, header + record.get_single_element()
 
-    dataset = tf.data.Dataset.zip((entries, draws)).interleave(
-        _plain(read_segment), cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.zip((entries, draws)).map(
+        _plain(read_segment), num_parallel_calls=tf.data.AUTOTUNE)
     batch = int(np.clip(MAX_DECODE_BATCH_BYTES // max(int(segment_bytes.max()), 1), 1,
                         batch_size))
     return _trimmed_recordings(_decode_files(dataset, params, batch, skip_log))

@@ -341,3 +341,18 @@ def test_long_recording_crops_are_slices_of_the_file_from_varying_places(table, 
         np.testing.assert_allclose(window, piece - piece.mean(), atol=1e-5)
         starts.append(start)
     assert len(set(starts)) > 1
+
+
+def test_a_long_recording_that_shrank_since_listing_costs_only_itself(table, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(pipeline, "LONG_RECORDING_BYTES", 0)
+    monkeypatch.setattr(pipeline, "CROP_SEGMENT_SECONDS", 1.0)
+    long_path = wavfiles.write_wav(tmp_path / "five-seconds.wav",
+                                   np.random.default_rng(6).uniform(-0.5, 0.5, 16000 * 5), 16000)
+    with_long = pd.concat([table, table.iloc[:1].assign(path=str(long_path))], ignore_index=True)
+    dataset = pipeline.make_dataset(with_long, PARAMS, training=True, batch_size=BATCH, seed=3,
+                                    with_paths=True)
+    with open(long_path, "r+b") as stream:  # the segments were planned on the whole file
+        stream.truncate(1000)
+    paths = [path.decode() for batch in dataset for path in batch[-1].numpy()]
+    assert sorted(paths) == sorted(table["path"])
