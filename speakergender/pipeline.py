@@ -36,6 +36,7 @@ MAX_DECODE_BATCH_BYTES = 64 << 20
 # behind a header made for it), never whole; evaluation still reads whole files.
 LONG_RECORDING_BYTES = 16 << 20
 CROP_SEGMENT_SECONDS = 30.0
+_SEGMENT_SEED_OFFSET = 7919
 # The pipeline's functions use explicit tf.cond / tf.while_loop only; autograph's source
 # conversion would add seconds to every trace (most of a short run's start-up).
 _plain = tf.autograph.experimental.do_not_convert
@@ -191,12 +192,13 @@ def long_recordings(paths: np.ndarray) -> dict[str, wav_layout.WavLayout]:
     return found
 
 
-def _segment_recordings(layouts: dict[str, wav_layout.WavLayout], labels: np.ndarray,
-                        params: FrontEndParams, batch_size: int, seed: int,
-                        skip_log: SkipLog) -> tf.data.Dataset:
-    """(path, label, waveform [samples], length) per long recording and epoch: a segment of
-    CROP_SEGMENT_SECONDS from a random frame, read as a byte range and decoded alone."""
-    shapes = list(layouts.values())
+def _segment_recordings(paths: np.ndarray, labels: np.ndarray,
+                        layouts: dict[str, wav_layout.WavLayout], params: FrontEndParams,
+                        batch_size: int, seed: int, skip_log: SkipLog) -> tf.data.Dataset:
+    """(path, label, waveform [samples], length) per long recording (table row) and epoch: a
+    segment of CROP_SEGMENT_SECONDS from a random frame, read as a byte range and decoded
+    alone."""
+    shapes = [layouts[path] for path in paths]
     frame_bytes = np.array([shape.frame_bytes for shape in shapes], np.int64)
     segment_frames = np.array([int(CROP_SEGMENT_SECONDS * shape.sample_rate)
                                for shape in shapes], np.int64)
@@ -205,12 +207,13 @@ def _segment_recordings(layouts: dict[str, wav_layout.WavLayout], labels: np.nda
     first_frames = np.array([shape.frames for shape in shapes], np.int64) - segment_frames + 1
     headers = np.array([shape.header(int(size)) for shape, size in zip(shapes, segment_bytes)],
                        dtype=object)
-    paths = list(layouts)
     entries = tf.data.Dataset.from_tensor_slices((
-        np.array(paths, dtype=str), labels,
+        np.asarray(paths, dtype=str), labels,
         np.array([shape.data_offset for shape in shapes], np.int64), frame_bytes, first_frames,
         segment_bytes, np.array([_file_size(path) for path in paths], np.int64), headers))
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    # A stream of its own: the batch seeds below draw from Dataset.random(seed) too.
+    draws = tf.data.Dataset.random(seed=seed + _SEGMENT_SEED_OFFSET,
+                                   rerandomize_each_iteration=True)
 
     def read_segment(entry, draw):
         path, label, data_offset, frame_bytes, first_frames, size, file_size, header = entry
@@ -301,10 +304,10 @@ def make_dataset(
         if cache:
             dataset = dataset.cache("" if cache is True else str(cache))
         if long:
-            segments = _segment_recordings(long, labels[~whole], params, batch_size, seed,
-                                           skip_log)
+            segments = _segment_recordings(paths[~whole], labels[~whole], long, params,
+                                           batch_size, seed, skip_log)
             dataset = tf.data.Dataset.sample_from_datasets(
-                [dataset, segments], weights=[float(whole.sum()), float(len(long))],
+                [dataset, segments], weights=[float(whole.sum()), float((~whole).sum())],
                 seed=seed, rerandomize_each_iteration=True)
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.padded_batch(decode_size)

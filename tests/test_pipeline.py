@@ -356,3 +356,16 @@ def test_a_long_recording_that_shrank_since_listing_costs_only_itself(table, tmp
         stream.truncate(1000)
     paths = [path.decode() for batch in dataset for path in batch[-1].numpy()]
     assert sorted(paths) == sorted(table["path"])
+
+
+def test_a_long_recording_listed_twice_gives_two_crops(table, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "LONG_RECORDING_BYTES", 0)
+    monkeypatch.setattr(pipeline, "CROP_SEGMENT_SECONDS", 1.0)
+    long_path = wavfiles.write_wav(tmp_path / "five-seconds.wav",
+                                   np.random.default_rng(7).uniform(-0.5, 0.5, 16000 * 5), 16000)
+    twice = table.iloc[:2].assign(path=str(long_path), gender=["female", "male"])
+    dataset = pipeline.make_dataset(twice, PARAMS, training=True, batch_size=2, seed=1,
+                                    with_paths=True)
+    (batch,) = list(dataset)
+    assert sorted(batch[1].numpy().tolist()) == [0.0, 1.0]
+    assert [path.decode() for path in batch[-1].numpy()] == [str(long_path)] * 2
