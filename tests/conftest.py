@@ -14,7 +14,7 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 SHARED_CORPUS = SHARED_DIR / "data" / "audiomnist-az-dev"
 SHARED_YAMNET_TFLITE = SHARED_DIR / "models" / "yamnet" / "yamnet.tflite"
 
-# Scheduling on pytest-xdist's workers (setup.cfg: `-n 3 --dist loadfile`): each test file
+# Scheduling on pytest-xdist's workers (setup.cfg: `-n 4 --dist loadfile`): each test file
 # is one unit of work, so its module fixtures and the training runs it caches are built once,
 # on one worker. Files that train or export models start first, longest first, so that the
 # workers finish at about the same time.

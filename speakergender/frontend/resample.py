@@ -205,7 +205,7 @@ def _plan(input_rate: tf.Tensor, output_rate: tf.Tensor):
         return row[0], row[1], row[2], row[3], response
 
     return branching.cond(tf.reduce_any(matches), look_up,
-                   lambda: _design_graph(input_rate, output_rate))
+                          lambda: _design_graph(input_rate, output_rate))
 
 
 def _resample_frames(blocks: tf.Tensor, overlap: tf.Tensor, skip: tf.Tensor, keep: tf.Tensor,
@@ -380,7 +380,7 @@ def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
                 waveform, length, rate, needs = row
                 waveform = waveform[:length]
                 waveform = branching.cond(needs, lambda: resample(waveform, rate, output_rate),
-                                   lambda: waveform)
+                                          lambda: waveform)
                 return tf.pad(waveform, [[0, width - tf.shape(waveform)[0]]])
 
             return tf.map_fn(one_row, (waveforms, lengths, safe_rates, needed),

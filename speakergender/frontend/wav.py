@@ -243,7 +243,8 @@ def _decode_samples(data: tf.Tensor, encoding: tf.Tensor, num_samples: tf.Tensor
         # Only the encodings present are decoded.
         for index, decode in enumerate(decoders):
             rows = tf.equal(encoding, index)
-            decoded = branching.cond(tf.reduce_any(rows), decode, lambda: tf.zeros(shape, tf.float32))
+            decoded = branching.cond(tf.reduce_any(rows), decode,
+                                     lambda: tf.zeros(shape, tf.float32))
             samples = tf.where(rows[:, tf.newaxis], decoded, samples)
         # Zero samples past each row's end (8-bit PCM's zero byte is -1.0, undecodable rows
         # are zeros already); a select, not a product, which would flush float32 denormals.
@@ -383,7 +384,8 @@ def _parse_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
         return first, tf.where(first[:, tf.newaxis] >= 0, 0.0, samples)
 
     def check_finite():
-        return branching.cond(tf.reduce_all(tf.math.is_finite(samples)), all_finite, drop_non_finite)
+        return branching.cond(tf.reduce_all(tf.math.is_finite(samples)), all_finite,
+                              drop_non_finite)
 
     # Only batches holding float files pay for a pass, and only those with a bad one for two.
     first_bad, samples = branching.cond(tf.reduce_any(is_float), check_finite, all_finite)
@@ -508,7 +510,7 @@ def try_decode_wav_batch(contents: tf.Tensor) -> tuple[tf.Tensor, ...]:
                          fn_output_signature=tf.TensorSpec([None], tf.float32))
 
     mono = branching.cond(tf.reduce_max(num_channels) <= 1,
-                   lambda: samples[:, :max_frames], average_channels)
+                          lambda: samples[:, :max_frames], average_channels)
     return mono, num_frames, rate, error
 
 
