@@ -180,11 +180,12 @@ def long_recordings(paths: np.ndarray) -> dict[str, wav_layout.WavLayout]:
     decoder reads, and longer than two segments; by path."""
     found = {}
     for path in paths:
-        if _file_size(path) <= LONG_RECORDING_BYTES:
+        size = _file_size(path)
+        if size <= LONG_RECORDING_BYTES:
             continue
         try:
             with open(path, "rb") as stream:
-                layout = wav_layout.read_wav_layout(stream, _file_size(path))
+                layout = wav_layout.read_wav_layout(stream, size)
         except OSError:  # reported with its reason when the pipeline reads it
             continue
         if layout and layout.seconds > 2 * CROP_SEGMENT_SECONDS:
