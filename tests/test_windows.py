@@ -196,6 +196,30 @@ def test_window_levels_db_equal_the_rms_of_the_cut_windows(remove_dc):
         windows.window_levels_db(batch, lengths, starts, 12, remove_dc), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("remove_dc", [False, True])
+def test_window_levels_db_across_many_summing_blocks(remove_dc):
+    # Windows that start and end anywhere relative to the level's blocks of samples.
+    rng = np.random.default_rng(4)
+    batch = rng.normal(0.02, 0.1, [2, 1000]).astype(np.float32)
+    batch[1, 613:] = 0
+    lengths = tf.constant([1000, 613])
+    starts = tf.constant([[-150, 0, 63, 64, 65, 700, 999], [-199, 1, 127, 128, 300, 450, 613]])
+    cut = windows.cut_windows(tf.constant(batch), lengths, starts, 200, remove_dc).numpy()
+    expected = 10 * np.log10(np.mean(cut.astype(np.float64) ** 2, axis=-1) + 1e-12)
+    np.testing.assert_allclose(
+        windows.window_levels_db(batch, lengths, starts, 200, remove_dc), expected, atol=1e-4)
+
+
+def test_a_quiet_window_keeps_its_level_after_an_hour_of_loud_sound():
+    rate = 16000
+    loud = np.random.default_rng(5).normal(0, 0.5, 3600 * rate).astype(np.float32)
+    quiet = np.full(rate, 1e-4, np.float32) * np.sign(np.sin(np.arange(rate)))
+    recording = np.concatenate([loud, quiet])[np.newaxis]
+    level = windows.window_levels_db(recording, tf.constant([recording.shape[1]]),
+                                     tf.constant([[3600 * rate]]), rate)
+    np.testing.assert_allclose(level, [[-80.0]], atol=0.01)
+
+
 def test_each_window_loses_the_mean_of_its_own_samples_and_its_padding_stays_zero():
     batch = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [7.0, 9.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
     cut = windows.cut_windows(tf.constant(batch), tf.constant([6, 2]),
