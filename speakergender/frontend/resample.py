@@ -255,8 +255,14 @@ def _resample_packed(waveforms: tf.Tensor, input_rate: tf.Tensor, output_rate: t
     # signal's sample `left`: num_frames + 1 blocks, from whole rows and zero rows after them.
     num_frames = _ceil_div(rows * stride // down * up, keep)
     num_blocks = num_frames + 1
-    zero_rows = _ceil_div(num_blocks * hop, stride) - rows
-    padded = tf.pad(waveforms, tf.stack([[0, zero_rows], [left, stride - left - num_in]]))
+    # The blocks reach up to two blocks past the rows: a lone row (a file, or a long
+    # recording's block) is padded to them, rows of a batch are followed by zero rows, at most
+    # two blocks and one row of zeros.
+    one_row = tf.equal(rows, 1)
+    padded_width = tf.where(one_row, tf.maximum(num_blocks * hop, stride), stride)
+    zero_rows = tf.where(one_row, tf.constant(0, tf.int64),
+                         _ceil_div(num_blocks * hop, stride) - rows)
+    padded = tf.pad(waveforms, tf.stack([[0, zero_rows], [left, padded_width - left - num_in]]))
     blocks = tf.reshape(tf.reshape(padded, [-1])[:num_blocks * hop], tf.stack([-1, hop]))
     args = (2 * left, margin * up, keep, frames * up, response)
 
@@ -283,9 +289,9 @@ def _resample_packed(waveforms: tf.Tensor, input_rate: tf.Tensor, output_rate: t
     resampled = tf.reshape(branching.cond(num_blocks <= chunk, in_one_go, in_chunks), [-1])
     out_stride = stride // down * up
     resampled = tf.reshape(resampled[:rows * out_stride], tf.stack([rows, out_stride]))
-    # Past its new length, a row holds the filter's ringing.
-    resampled = resampled[:, :width]
-    return tf.where(tf.sequence_mask(new_lengths, width), resampled, 0.0)
+    # Past its new length, a row holds the filter's ringing. Rows are narrower than `width`
+    # where a short file is downsampled beside longer rows already at the output rate.
+    return tf.where(tf.sequence_mask(new_lengths, width), _to_width(resampled, width), 0.0)
 
 
 def _resample_one(waveform: tf.Tensor, input_rate: tf.Tensor,
