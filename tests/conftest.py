@@ -15,22 +15,18 @@ SHARED_CORPUS = SHARED_DIR / "data" / "audiomnist-az-dev"
 SHARED_YAMNET_TFLITE = SHARED_DIR / "models" / "yamnet" / "yamnet.tflite"
 
 # Scheduling on pytest-xdist's workers (setup.cfg: `-n 4 --dist loadfile`): each test file
-# is one unit of work, so its module fixtures and the training runs it caches are built once,
-# on one worker. Files that train or export models start first, longest first, so that the
-# workers finish at about the same time.
+# is one unit of work, so its module fixtures are built once, on one worker. Files that train
+# or export models start first, longest first, so that the workers finish at about the same
+# time.
 KILLED_RUN_TEST = "test_train.py::test_a_killed_run_resumes"
 REPEATED_RUN_TEST = "test_train.py::test_deterministic_runs_repeat_exactly"
 LONGEST_FILES_FIRST = ("test_train.py", "test_notebooks.py", KILLED_RUN_TEST,
                        REPEATED_RUN_TEST, "test_multicorpus.py", "test_backbone_training.py",
                        "test_evaluate.py", "test_export.py")
-# Tests that reuse another file's training runs (tests/helpers.py caches them per worker) go
-# with that file. The killed-run test trains alone, so it is a unit of its own; so is the
-# repeated-run test, which trains the hold-out run twice on its own worker rather than add
-# its second run to test_train.py's unit, the longest (about ten minutes of the suite).
+# Training runs and their corpora are built once for the whole run (tests/helpers.py), so the
+# tests that read them may sit in any unit. The killed-run test trains alone, so it is a unit of
+# its own; so is the repeated-run test, which trains the hold-out run a second time.
 RUNS_WITH_FILE = {
-    "tests/test_evaluate.py::test_cross_validation_compares_run_folders": "tests/test_train.py",
-    "tests/test_interpret.py::test_main_writes_figures_and_json": "tests/test_train.py",
-    "tests/test_interpret.py::test_main_explains_what_is_missing": "tests/test_train.py",
     f"tests/{KILLED_RUN_TEST}": f"tests/{KILLED_RUN_TEST}",
     f"tests/{REPEATED_RUN_TEST}": f"tests/{REPEATED_RUN_TEST}",
 }

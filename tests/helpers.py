@@ -182,46 +182,57 @@ def untrained_exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- training runs ------------------------------------------------------------------------------
 
 
+CORRUPT_WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\xff" * 40
+
+
 def train_run(tmp_path_factory: pytest.TempPathFactory, name: str, corpus: Path,
               *options: str) -> tuple[Path, Path, dict]:
-    """`train.main` run once per session with these options, in-process.
+    """`train.main` run once per test run with these options, in-process, on whichever worker
+    asks first (`built_once_per_run`); `corpus` must be one every worker sees at the same path
+    (`shared_corpus`).
 
     Returns:
       (output folder, TensorBoard log folder, metrics.json contents).
     """
-    def build():
+    def build(folder: Path):
         from tensorflow.python.framework import config as tf_config
 
         from speakergender import train
 
-        root = session_dir(tmp_path_factory, "runs")
-        output, logs = root / name, root / f"{name}-logs"
         try:
-            status = train.main(["--data-dir", str(corpus), "--output", str(output),
-                                 "--logdir", str(logs), "--batch-size", "8", "--quiet",
-                                 *options])
+            status = train.main(["--data-dir", str(corpus), "--output", str(folder / name),
+                                 "--logdir", str(folder / f"{name}-logs"), "--batch-size", "8",
+                                 "--quiet", *options])
         finally:
             # --deterministic turns op determinism on for the whole process; other tests
             # expect it off. (No public API turns it off.)
             tf_config.disable_op_determinism()
         assert status == 0
-        return output, logs, json.loads((output / "metrics.json").read_text())
 
-    return cached(f"run:{name}", build)
+    folder = built_once_per_run(tmp_path_factory, f"train-{name}", build)
+    output, logs = folder / name, folder / f"{name}-logs"
+    return output, logs, json.loads((output / "metrics.json").read_text())
 
 
-CORRUPT_WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\xff" * 40
+def shared_corpus(tmp_path_factory: pytest.TempPathFactory, name: str, corrupt: bool = False,
+                  **kwargs) -> Path:
+    """A synthetic corpus (TINY_CORPUS unless overridden) written once for the whole test run
+    at one path, for training runs that any worker may build; with `corrupt`, speaker 01's
+    clip 9_01_9.wav is replaced by CORRUPT_WAV."""
+    from speakergender import synthetic
+
+    def build(folder: Path):
+        synthetic.write_corpus(folder / "corpus", **{**TINY_CORPUS, **kwargs})
+        if corrupt:
+            (folder / "corpus" / "data" / "01" / "9_01_9.wav").write_bytes(CORRUPT_WAV)
+
+    return built_once_per_run(tmp_path_factory, f"corpus-{name}", build) / "corpus"
 
 
 def corpus_with_corrupt_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """TINY_CORPUS plus one undecodable file in speaker 01's folder: (root, corrupt file)."""
-    def build():
-        root = synthetic_corpus(tmp_path_factory, "with-corrupt", seed=3)
-        corrupt = root / "data" / "01" / "9_01_9.wav"
-        corrupt.write_bytes(CORRUPT_WAV)
-        return root, corrupt
-
-    return cached("corpus_with_corrupt_file", build)
+    root = shared_corpus(tmp_path_factory, "with-corrupt", corrupt=True, seed=3)
+    return root, root / "data" / "01" / "9_01_9.wav"
 
 
 def folds_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
@@ -238,7 +249,7 @@ DETERMINISTIC_OPTIONS = ("--epochs", "2", "--folds", "0", "--deterministic", "--
 def holdout_run(tmp_path_factory: pytest.TempPathFactory, name: str = "holdout"
                 ) -> tuple[Path, Path, dict]:
     """A deterministic hold-out run, 2 epochs, on the tiny corpus."""
-    return train_run(tmp_path_factory, name, synthetic_corpus(tmp_path_factory),
+    return train_run(tmp_path_factory, name, shared_corpus(tmp_path_factory, "tiny"),
                      *DETERMINISTIC_OPTIONS)
 
 
