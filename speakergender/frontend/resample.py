@@ -20,8 +20,7 @@ nothing the filter has not removed. This costs a few dozen flops per input sampl
 The response is designed on graph, in float64, from the run-time rates (`_design_graph`, valid
 for any pair in a traced function); for the common pairs (`_COMMON_PAIRS`) it is precomputed with
 numpy at import (`_design_numpy`, the same design) and looked up. Rows of a batch that share a
-rate are resampled together (`resample_rows`), laid end to end as one signal with zeros between
-them (`_resample_packed`). Inputs longer than `_MAX_CHUNK_ELEMENTS` samples
+rate are resampled together (`resample_rows`). Inputs longer than `_MAX_CHUNK_ELEMENTS` samples
 are processed in chunks of whole frames, so past one padded copy of the input, memory stays
 bounded.
 """
@@ -223,47 +222,31 @@ def _resample_frames(blocks: tf.Tensor, overlap: tf.Tensor, skip: tf.Tensor, kee
     return outputs[:, skip:skip + keep]
 
 
-def _resample_packed(waveforms: tf.Tensor, input_rate: tf.Tensor, output_rate: tf.Tensor,
-                     new_lengths: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """Resamples every row of float32 [rows, samples] (zero past each row's length) between
-    different, positive int64 rates, in one pass over all rows.
+def _resample_batch(waveforms: tf.Tensor, input_rate: tf.Tensor,
+                    output_rate: tf.Tensor) -> tf.Tensor:
+    """Resamples every row of float32 [rows, samples] (samples > 0) between different, positive
+    int64 rates.
 
-    The rows are laid end to end as one signal, each after zeros reaching past the filter and
-    on a multiple of `down` input samples (an output instant): no output of one row sees
-    another, and the FFT frames run across row ends instead of each row padding out its own
-    last frame.
-
-    Args:
-      waveforms: float32 [rows, samples], each row zero past its length.
-      input_rate, output_rate: int64 scalars.
-      new_lengths: int32 [rows], each row's ceil(length * output_rate / input_rate).
-      width: int32 scalar, at least max(new_lengths).
-
-    Returns:
-      float32 [rows, width]: each row's new_length outputs, then zeros.
+    Returns [rows, >= ceil(samples * output_rate / input_rate)]: each row's outputs, then
+    padding to be dropped.
     """
     rows = tf.shape(waveforms, out_type=tf.int64)[0]
     num_in = tf.shape(waveforms, out_type=tf.int64)[1]
+    num_out = (num_in * output_rate + input_rate - 1) // input_rate
     down, up, frames, margin, response = _plan(input_rate, output_rate)
     hop = (frames - 2 * margin) * down        # input samples each frame advances by
     keep = (frames - 2 * margin) * up         # outputs each frame contributes
-    left = margin * down                      # more than the filter's half length
-    # Each row is `left` zeros, its samples and zeros to a multiple of `down`.
-    stride = _ceil_div(left + num_in, down) * down
-    # Frame k covers block k of `hop` samples and the next block's first 2 * left samples
-    # (2 * left <= hop), and gives the outputs for its block's instants, counted from the
-    # signal's sample `left`: num_frames + 1 blocks, from whole rows and zero rows after them.
-    num_frames = _ceil_div(rows * stride // down * up, keep)
-    num_blocks = num_frames + 1
-    # The blocks reach up to two blocks past the rows: a lone row (a file, or a long
-    # recording's block) is padded to them, rows of a batch are followed by zero rows, at most
-    # two blocks and one row of zeros.
-    one_row = tf.equal(rows, 1)
-    padded_width = tf.where(one_row, tf.maximum(num_blocks * hop, stride), stride)
-    zero_rows = tf.where(one_row, tf.constant(0, tf.int64),
-                         _ceil_div(num_blocks * hop, stride) - rows)
-    padded = tf.pad(waveforms, tf.stack([[0, zero_rows], [left, padded_width - left - num_in]]))
-    blocks = tf.reshape(tf.reshape(padded, [-1])[:num_blocks * hop], tf.stack([-1, hop]))
+    left = margin * down                      # zeros before the input: frame 0's left margin
+    # Each row becomes num_frames + 1 blocks of `hop` samples; frame k covers block k and the
+    # next block's first 2 * left samples (2 * left <= hop), and gives the outputs for its
+    # block's instants. Frames are taken over the rows' blocks all in a row, so each row's last
+    # frame reaches into the next row; its outputs are past the row's end and dropped.
+    num_frames = _ceil_div(num_out, keep)
+    right = (num_frames + 1) * hop - left - num_in
+    padded = tf.concat([tf.zeros(tf.stack([rows, left]), tf.float32), waveforms,
+                        tf.zeros(tf.stack([rows, right]), tf.float32)], axis=1)
+    blocks = tf.reshape(padded, tf.stack([-1, hop]))
+    num_blocks = rows * (num_frames + 1)
     args = (2 * left, margin * up, keep, frames * up, response)
 
     chunk = tf.maximum(_MAX_CHUNK_ELEMENTS // hop, 1)
@@ -286,21 +269,16 @@ def _resample_packed(waveforms: tf.Tensor, input_rate: tf.Tensor, output_rate: t
                                    [tf.constant(0, tf.int64), outputs])
         return outputs.concat()
 
-    resampled = tf.reshape(branching.cond(num_blocks <= chunk, in_one_go, in_chunks), [-1])
-    out_stride = stride // down * up
-    resampled = tf.reshape(resampled[:rows * out_stride], tf.stack([rows, out_stride]))
-    # Past its new length, a row holds the filter's ringing. Rows are narrower than `width`
-    # where a short file is downsampled beside longer rows already at the output rate.
-    return tf.where(tf.sequence_mask(new_lengths, width), _to_width(resampled, width), 0.0)
+    resampled = branching.cond(num_blocks <= chunk, in_one_go, in_chunks)
+    return tf.reshape(resampled, tf.stack([rows, -1]))
 
 
 def _resample_one(waveform: tf.Tensor, input_rate: tf.Tensor,
                   output_rate: tf.Tensor) -> tf.Tensor:
-    num_out = tf.cast(
-        (tf.size(waveform, out_type=tf.int64) * output_rate + input_rate - 1) // input_rate,
-        tf.int32)
-    return _resample_packed(waveform[tf.newaxis], input_rate, output_rate, num_out[tf.newaxis],
-                            num_out)[0]
+    num_out = (tf.size(waveform, out_type=tf.int64) * output_rate + input_rate - 1) // input_rate
+    # Flat, so dropping the padding slices along the first axis (no copy).
+    return tf.reshape(_resample_batch(waveform[tf.newaxis], input_rate, output_rate),
+                      [-1])[:num_out]
 
 
 def _check_rates(is_empty: tf.Tensor, input_rate: tf.Tensor, output_rate: tf.Tensor):
@@ -383,14 +361,19 @@ def resample_rows(waveforms: tf.Tensor, lengths: tf.Tensor, rates: tf.Tensor,
         shared = tf.reduce_all(tf.logical_or(tf.logical_not(needed), tf.equal(rates, rate)))
 
         def batched():
+            # Zero padding past a row's length is what resampling the row alone would pad
+            # with, so a row's first new_length outputs match; the rest are zeroed below.
             with tf.control_dependencies([_check_rates(tf.constant(False), rate,
                                                        tf.constant(output_rate, tf.int64))]):
-                resampled = _resample_packed(waveforms, rate, tf.constant(output_rate, tf.int64),
-                                             new_lengths, width)
-            # Rows already at the rate are zero past their lengths, as resampled rows are.
-            return branching.cond(
+                resampled = _resample_batch(waveforms, rate, tf.constant(output_rate, tf.int64))
+            # Either side may be narrower than the widest new row: the resampled rows when a
+            # short file is downsampled beside longer rows at the target rate, the untouched
+            # ones when a file is upsampled.
+            resampled = _to_width(resampled, width)
+            mixed = branching.cond(
                 tf.reduce_all(needed), lambda: resampled,
                 lambda: tf.where(needed[:, tf.newaxis], resampled, _to_width(waveforms, width)))
+            return tf.where(tf.sequence_mask(new_lengths, width), mixed, 0.0)
 
         def per_row():
             def one_row(row):
