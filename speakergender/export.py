@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import tempfile
-import weakref
 from pathlib import Path
 
 import keras
@@ -72,15 +71,9 @@ class GenderClassifierModule(tf.Module):
                                 name="calibration_bias")
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                      name="threshold")
-        self._config_json = json.dumps(config or {}, sort_keys=True)
+        self.config_json = json.dumps(config or {}, sort_keys=True)
         # Markdown written once the run's held-out figures are known (see `model_card`).
         self.model_card = ""
-        config_dir = tempfile.mkdtemp(prefix="speakergender-config-")
-        # The asset is copied into every SavedModel written; the source goes with the module.
-        weakref.finalize(self, shutil.rmtree, config_dir, True)
-        config_path = Path(config_dir) / CONFIG_ASSET
-        config_path.write_text(self._config_json)
-        self.config_file = tf.saved_model.Asset(str(config_path))
 
     def score_recordings(self, recordings: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
         """Scores conditioned recordings window by window.
@@ -205,7 +198,7 @@ class GenderClassifierModule(tf.Module):
     def metadata(self):
         """The model's configuration (JSON), sample rate, window length and model card."""
         return {
-            "config_json": tf.constant(self._config_json),
+            "config_json": tf.constant(self.config_json),
             "sample_rate": tf.constant(self.front_end.sample_rate, tf.int32),
             "clip_samples": tf.constant(self.front_end.clip_samples, tf.int32),
             "threshold": tf.identity(self.threshold),
@@ -256,6 +249,11 @@ def export_model(module: GenderClassifierModule, model_dir: str | Path,
             "metadata": module.metadata,
         }
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        # Written beside the SavedModel, not tracked as a tf.saved_model.Asset: an Asset needs a
+        # source file for the module's lifetime, a temporary folder that a killed process
+        # leaves behind.
+        (staging / "assets").mkdir(exist_ok=True)
+        (staging / "assets" / CONFIG_ASSET).write_text(module.config_json)
         if module.model_card:
             (staging / "assets" / MODEL_CARD_ASSET).write_text(module.model_card)
         check_export(module, staging, atol)

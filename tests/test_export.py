@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,19 @@ def test_calibration_and_metadata_are_stored(module, reloaded, tmp_path_factory)
                                atol=1e-5)
     np.testing.assert_allclose(outputs["serving_female_probability"],
                                1 / (1 + np.exp(-(raw / TEMPERATURE + BIAS))), atol=1e-6)
+
+
+def test_the_config_travels_as_an_asset_and_building_a_module_writes_no_file(
+        model_dir, reloaded, tmp_path_factory, monkeypatch, tmp_path):
+    info, _ = reloaded
+    asset = model_dir / "1" / "assets" / export.CONFIG_ASSET
+    assert asset.read_text() == info["config_json"]
+    # Nothing outside the export is written for it (a temporary source for the asset was left
+    # behind by every killed process).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    alive = helpers.trained_module(tmp_path_factory, temperature=2.0)
+    assert not list(tmp_path.iterdir())
+    del alive
 
 
 def test_saved_model_cli_lists_the_signatures(model_dir):
