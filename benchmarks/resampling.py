@@ -19,7 +19,7 @@ QUALITY_PAIRS: the worst passband deviation (0.1 dB allowed up to 0.45 x the low
 worst level left by tones the filter must reject (above 0.5 x the lower rate, or their aliases:
 80 dB of rejection required).
 
-    python benchmarks/resampling.py                      # ravdess-dev if present (~40 s)
+    python benchmarks/resampling.py                      # ../shared/data/ravdess-dev if present (~40 s)
     python benchmarks/resampling.py --threads 1          # TF limited to one thread, as soxr
     python benchmarks/resampling.py --data-dir DIR --files 40 --repeats 3
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 
-DEFAULT_DATA_DIR = Path("/work/shared/data/ravdess-dev")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-dev"
 TARGET_RATE = 16000
 HIGH_RATES = (48000, 44100)
 QUALITY_PAIRS = ((8000, 16000), (11025, 16000), (22050, 16000), (24000, 16000),
