@@ -19,8 +19,8 @@ QUALITY_PAIRS: the worst passband deviation (0.1 dB allowed up to 0.45 x the low
 worst level left by tones the filter must reject (above 0.5 x the lower rate, or their aliases:
 80 dB of rejection required).
 
-    python benchmarks/resampling.py                      # ../shared/data/ravdess-dev if present (~40 s)
-    python benchmarks/resampling.py --threads 1          # TF limited to one thread, as soxr
+    python benchmarks/resampling.py                  # ../shared/data/ravdess-dev if present (~40 s)
+    python benchmarks/resampling.py --threads 1      # TF limited to one thread, as soxr
     python benchmarks/resampling.py --data-dir DIR --files 40 --repeats 3
 """
 
