@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from speakergender import augment, wav_layout
 from speakergender.config import AugmentParams, FrontEndParams
-from speakergender.frontend import decoding, windows
+from speakergender.frontend import branching, decoding, windows
 
 FEMALE = "female"
 MALE = "male"
@@ -168,7 +168,10 @@ def _decode_files(dataset: tf.data.Dataset, params: FrontEndParams, batch_size: 
     def decode_batch(path, label, contents):
         waveforms, lengths, errors = decode(contents)
         kept = tf.logical_not(skip_log.record(path, errors))
-        return tuple(tf.boolean_mask(value, kept) for value in (path, label, waveforms, lengths))
+        batch = (path, label, waveforms, lengths)
+        # Nearly every batch decodes whole: it passes as it is, without a masked copy.
+        return branching.cond(tf.reduce_all(kept), lambda: batch,
+                              lambda: tuple(tf.boolean_mask(value, kept) for value in batch))
 
     dataset = dataset.batch(batch_size).map(_plain(decode_batch),
                                             num_parallel_calls=tf.data.AUTOTUNE)
