@@ -132,8 +132,10 @@ def trained_classifier(tmp_path_factory: pytest.TempPathFactory) -> keras.Model:
             model(clips, training=True)
         model.save(folder / "trained.keras")
 
-    # Trained once per test run; each worker loads it (its registered layers need no
-    # custom_objects).
+    # Trained once per test run; each worker loads it. Its layers are registered with Keras
+    # when their module is imported, which a worker that did not train it may not have done.
+    import speakergender.models.scratch  # noqa: F401
+
     return cached("trained_classifier", lambda: keras.saving.load_model(
         built_once_per_run(tmp_path_factory, "trained_classifier", train) / "trained.keras",
         compile=False))
