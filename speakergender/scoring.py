@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from speakergender import pipeline
+from speakergender import pipeline, streaming
 from speakergender.export import GenderClassifierModule
 
 
@@ -28,21 +29,71 @@ def score_recordings(
     Returns:
       One row per decodable recording: path, speaker, gender (corpus and condition where the
       table has them), label (1 female), logit, probability.
+
+    Long WAV recordings are scored a block at a time, as `predict` scores them
+    (`speakergender.streaming`): a corpus of hour-long recordings is evaluated in bounded
+    memory, with the scores that scoring them whole would give.
     """
-    recordings = pipeline.recordings_dataset(table["path"].to_numpy(), module.front_end, skip_log)
-    batches = recordings.map(tf.autograph.experimental.do_not_convert(
-        lambda path, waveform: (path, waveform, tf.shape(waveform)[0])))
-    batches = batches.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    score = _scoring_function(module)
-    rows = []
-    for paths, waveforms, lengths in batches:
-        outputs = score(waveforms, lengths)
-        rows.extend(zip([p.decode() for p in paths.numpy()], outputs["logits"].numpy(),
-                        outputs["female_probability"].numpy()))
+    params = module.front_end
+    paths = table["path"].to_numpy()
+    blocks = {path: streaming.plan_blocks(path, params.sample_rate, params.clip_samples,
+                                          params.window_hop_samples, streaming.BLOCK_SECONDS)
+              for path in paths}
+    whole = np.array([path for path in paths if not blocks[path]], dtype=object)
+    rows = list(_score_whole(module, whole, batch_size, skip_log)) if len(whole) else []
+    for path in paths:
+        if blocks[path]:
+            row = _score_in_blocks(module, blocks[path], skip_log)
+            if row is not None:
+                rows.append(row)
     scored = pd.DataFrame(rows, columns=["path", "logit", "probability"])
     columns = [c for c in ("path", "speaker", "gender", "corpus", "condition") if c in table]
     scored = table[columns].merge(scored, on="path", how="inner")
     return scored.assign(label=(scored["gender"] == pipeline.FEMALE).astype(int))
+
+
+def _score_whole(module: GenderClassifierModule, paths: np.ndarray, batch_size: int,
+                 skip_log: pipeline.SkipLog | None):
+    """(path, logit, probability) for each decodable file, each decoded whole."""
+    recordings = pipeline.recordings_dataset(paths, module.front_end, skip_log)
+    batches = recordings.map(tf.autograph.experimental.do_not_convert(
+        lambda path, waveform: (path, waveform, tf.shape(waveform)[0])))
+    batches = batches.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    score = _scoring_function(module)
+    for paths, waveforms, lengths in batches:
+        outputs = score(waveforms, lengths)
+        yield from zip([p.decode() for p in paths.numpy()], outputs["logits"].numpy(),
+                       outputs["female_probability"].numpy())
+
+
+def _score_in_blocks(module: GenderClassifierModule, blocks: list[streaming.Block],
+                     skip_log: pipeline.SkipLog | None) -> tuple[str, float, float] | None:
+    """(path, logit, probability) of a long recording from its blocks' windows, or None (and
+    the reason in the skip log) where a block cannot be read or decoded."""
+    path = blocks[0].path
+    logits, levels = [], []
+    for block in blocks:
+        try:
+            outputs = module.classify_wav(tf.constant([block.read()]))
+        except OSError as error:
+            _skip(skip_log, path, str(error.strerror or error))
+            return None
+        error = outputs["error"][0].numpy().decode()
+        if error:
+            _skip(skip_log, path, block.recording_error(error))
+            return None
+        logits.append(block.owned(outputs["window_logits"][0].numpy()))
+        levels.append(block.owned(outputs["window_level_db"][0].numpy()))
+    logits, levels = np.concatenate(logits), np.concatenate(levels)
+    summary = module.summarize_windows(tf.constant(logits[np.newaxis]),
+                                       tf.constant(levels[np.newaxis]),
+                                       tf.constant([len(logits)], tf.int32))
+    return path, summary["logits"][0].numpy(), summary["female_probability"][0].numpy()
+
+
+def _skip(skip_log: pipeline.SkipLog | None, path: str, reason: str) -> None:
+    if skip_log is not None:
+        skip_log.record(tf.constant([path]), tf.constant([reason]))
 
 
 # module -> its traced scoring function; entries go with their modules.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from scipy import signal
 
+import helpers
 import wavfiles
-from speakergender import serving, streaming, synthetic
+from speakergender import pipeline, scoring, serving, streaming, synthetic
 from speakergender.wav_layout import layout_of_bytes
 
 BLOCK_SECONDS = 2.0  # tests cut short recordings into many blocks
@@ -80,6 +82,45 @@ def test_a_bad_sample_in_one_block_is_the_file_error_it_would_be_whole(
     in_blocks = _scored(model, path, BLOCK_SECONDS, monkeypatch)
     whole = _scored(model, path, 1e9, monkeypatch)
     assert whole.error and in_blocks.error == whole.error
+
+
+def test_training_evaluation_scores_long_recordings_in_blocks_as_whole(
+        tmp_path_factory, conversation, tmp_path, monkeypatch):
+    """Fold test and calibration scoring (`scoring.score_recordings`) reads a long recording a
+    block at a time, with the logit scoring it whole gives; a bad sample in one block skips
+    the file with the error decoding it whole reports."""
+    module = helpers.trained_module(tmp_path_factory)
+    at_44k = signal.resample_poly(conversation, 441, 160)
+    long_path = wavfiles.write_wav(tmp_path / "long.wav", 0.8 * at_44k / np.max(np.abs(at_44k)),
+                                   44100, "FLOAT")
+    short_path = wavfiles.write_wav(tmp_path / "short.wav", conversation[:16000 * 2], 16000)
+    broken = conversation.copy()
+    broken[9 * 16000] = np.nan
+    broken_path = wavfiles.write_wav(tmp_path / "nan.wav", broken, 16000, "FLOAT")
+    table = pd.DataFrame({"path": [str(p) for p in (long_path, short_path, broken_path)],
+                          "speaker": ["01", "02", "03"],
+                          "gender": ["female", "male", "female"]})
+    in_blocks_calls = []
+    score_in_blocks = scoring._score_in_blocks
+    monkeypatch.setattr(scoring, "_score_in_blocks", lambda module, blocks, log: (
+        in_blocks_calls.append(len(blocks)) or score_in_blocks(module, blocks, log)))
+
+    def score(block_seconds: float, name: str):
+        monkeypatch.setattr(streaming, "BLOCK_SECONDS", block_seconds)
+        skip_log = pipeline.SkipLog(tmp_path / f"{name}.log")
+        return scoring.score_recordings(module, table, skip_log=skip_log), skip_log
+
+    in_blocks, blocks_log = score(BLOCK_SECONDS, "blocks")
+    # The long file and the broken one, each in several blocks.
+    assert len(in_blocks_calls) == 2 and min(in_blocks_calls) >= 4
+    whole, whole_log = score(1e9, "whole")
+    assert len(in_blocks_calls) == 2
+    assert list(in_blocks["path"]) == list(whole["path"]) == table["path"][:2].tolist()
+    np.testing.assert_allclose(in_blocks["logit"], whole["logit"], atol=1e-4)
+    np.testing.assert_allclose(in_blocks["probability"], whole["probability"], atol=1e-5)
+    assert blocks_log.skipped == whole_log.skipped == 1
+    assert blocks_log.reasons() == whole_log.reasons()
+    assert "nan.wav" in blocks_log.reasons()[0] and "frame 144000" in blocks_log.reasons()[0]
 
 
 def test_short_and_unsplittable_files_are_scored_whole(model, conversation, tmp_path):
