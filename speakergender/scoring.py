@@ -71,23 +71,22 @@ def _score_in_blocks(module: GenderClassifierModule, blocks: list[streaming.Bloc
     """(path, logit, probability) of a long recording from its blocks' windows, or None (and
     the reason in the skip log) where a block cannot be read or decoded."""
     path = blocks[0].path
-    logits, levels = [], []
+    scored = []
     for block in blocks:
         try:
             outputs = module.classify_wav(tf.constant([block.read()]))
         except OSError as error:
             _skip(skip_log, path, str(error.strerror or error))
             return None
-        error = outputs["error"][0].numpy().decode()
-        if error:
-            _skip(skip_log, path, block.recording_error(error))
-            return None
-        logits.append(block.owned(outputs["window_logits"][0].numpy()))
-        levels.append(block.owned(outputs["window_level_db"][0].numpy()))
-    logits, levels = np.concatenate(logits), np.concatenate(levels)
-    summary = module.summarize_windows(tf.constant(logits[np.newaxis]),
-                                       tf.constant(levels[np.newaxis]),
-                                       tf.constant([len(logits)], tf.int32))
+        scored.append((block, {key: value[0].numpy() for key, value in outputs.items()}))
+        if scored[-1][1]["error"]:
+            break  # the first bad block is the file's error
+    error, windows = streaming.join_windows(scored)
+    if error:
+        _skip(skip_log, path, error)
+        return None
+    summary = module.summarize_windows(**{key: tf.constant(value)
+                                          for key, value in windows.items()})
     return path, summary["logits"][0].numpy(), summary["female_probability"][0].numpy()
 
 

@@ -270,21 +270,17 @@ def _classify_blocks(model: LoadedModel, blocks: list[streaming.Block],
 def combine_blocks(model: LoadedModel, scored: list[tuple[streaming.Block, dict]]) -> FileResult:
     """One recording's result from its blocks' `classify_wav` outputs (one row each, numpy),
     equal to what scoring the recording whole gives."""
-    scored = sorted(scored, key=lambda item: item[0].index)
-    first = scored[0][0]
-    for block, row in scored:
-        if row["error"]:
-            return FileResult(first.path, error=block.recording_error(row["error"].decode()))
-    logits = np.concatenate([block.owned(row["window_logits"]) for block, row in scored])
-    levels = np.concatenate([block.owned(row["window_level_db"]) for block, row in scored])
+    recording = scored[0][0]  # any block: path and length are the recording's
+    error, windows = streaming.join_windows(scored)
+    if error:
+        return FileResult(recording.path, error=error)
     outputs = model.module.signatures["summarize_windows"](
-        window_logits=tf.constant(logits[np.newaxis]), window_level_db=tf.constant(levels[np.newaxis]),
-        window_count=tf.constant([len(logits)], tf.int32))
+        **{key: tf.constant(value) for key, value in windows.items()})
     outputs = {key: value.numpy() for key, value in outputs.items()}
     outputs["error"] = np.array([b""])
     outputs["duration_seconds"] = np.array(
-        [np.float32(first.recording_samples) / np.float32(model.sample_rate)])
-    return file_result(first.path, outputs, 0)
+        [np.float32(recording.recording_samples) / np.float32(model.sample_rate)])
+    return file_result(recording.path, outputs, 0)
 
 
 def file_result(path: str, outputs: dict, index: int, read_error: str = "") -> FileResult:

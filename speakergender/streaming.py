@@ -114,3 +114,20 @@ def plan_blocks(path: str | Path, sample_rate: int, clip_samples: int, hop_sampl
             windows=min(owned, windows - first_window), skip_windows=first_window - start_window,
             recording_samples=samples))
     return blocks
+
+
+def join_windows(scored: list[tuple[Block, dict]]) -> tuple[str, dict[str, np.ndarray]]:
+    """A recording's windows from its blocks' `classify_wav` rows (numpy, one row each).
+
+    Returns:
+      ("", the `summarize_windows` inputs as numpy arrays of one row), or, where a block failed,
+      (its error as decoding the whole recording reports it, {}).
+    """
+    scored = sorted(scored, key=lambda item: item[0].index)
+    for block, row in scored:
+        if row["error"]:
+            return block.recording_error(row["error"].decode()), {}
+    logits = np.concatenate([block.owned(row["window_logits"]) for block, row in scored])
+    levels = np.concatenate([block.owned(row["window_level_db"]) for block, row in scored])
+    return "", {"window_logits": logits[np.newaxis], "window_level_db": levels[np.newaxis],
+                "window_count": np.array([len(logits)], np.int32)}
